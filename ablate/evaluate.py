@@ -1,0 +1,113 @@
+"""Held-out metrics: reward accuracy and margins, likelihood/length statistics, reward/likelihood
+agreement, and greedy generations scored by the task's oracle against the SFT model's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from scipy.stats import spearmanr
+
+from ablate import losses
+from ablate.data import TokenizedPair, collate_pairs
+from ablate.synthetic import oracle_reward
+from ablate.train import sequence_logps
+
+
+@dataclass
+class PairLogps:
+    """Summed response log-probs and lengths of chosen and rejected, one entry per pair."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    chosen_len: torch.Tensor
+    rejected_len: torch.Tensor
+
+
+@torch.no_grad()
+def pair_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device) -> PairLogps:
+    was_training = model.training
+    model.eval()
+    out: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for s in range(0, len(pairs), batch_size):
+        batch = {k: v.to(device) for k, v in collate_pairs(pairs[s : s + batch_size], pad_id).items()}
+        out.append(tuple(t.float().cpu() for t in sequence_logps(model, batch)))
+    model.train(was_training)
+    logps = torch.cat([o[0].view(2, -1) for o in out], dim=1)
+    lengths = torch.cat([o[1].view(2, -1) for o in out], dim=1).float()
+    return PairLogps(logps[0], logps[1], lengths[0], lengths[1])
+
+
+def preference_metrics(method: str, hparams: dict, policy: PairLogps, ref: PairLogps | None) -> dict[str, float]:
+    """Reward accuracy/margin under the method's own implicit reward, and likelihood statistics."""
+    _, r_w, r_l = losses.preference_loss(
+        method,
+        policy.chosen,
+        policy.rejected,
+        policy.chosen_len,
+        policy.rejected_len,
+        ref_chosen_logps=None if ref is None else ref.chosen,
+        ref_rejected_logps=None if ref is None else ref.rejected,
+        **hparams,
+    )
+    avg_w = policy.chosen / policy.chosen_len.clamp(min=1)
+    avg_l = policy.rejected / policy.rejected_len.clamp(min=1)
+    avg = torch.cat([avg_w, avg_l])
+    lengths = torch.cat([policy.chosen_len, policy.rejected_len])
+    rho = spearmanr(avg.numpy(), lengths.numpy()).statistic
+    # Ranking agreement: does the reward order the pair the same way as average log-likelihood?
+    agree = (torch.sign(r_w - r_l) == torch.sign(avg_w - avg_l)).float().mean()
+    return {
+        "reward_accuracy": (r_w > r_l).float().mean().item(),
+        "reward_margin": (r_w - r_l).mean().item(),
+        "chosen_avg_logp": avg_w.mean().item(),
+        "rejected_avg_logp": avg_l.mean().item(),
+        "length_logp_spearman": float(rho),
+        "reward_likelihood_agreement": agree.item(),
+    }
+
+
+@torch.no_grad()
+def generate(
+    model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int, device
+) -> tuple[list[str], list[int]]:
+    """Greedy completions of tokenized prompts (left-padded batches): texts and token counts (EOS excluded)."""
+    was_training = model.training
+    model.eval()
+    texts: list[str] = []
+    counts: list[int] = []
+    pad = tokenizer.pad_token_id
+    for s in range(0, len(prompts), batch_size):
+        chunk = prompts[s : s + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        for row in out[:, width:].tolist():
+            if tokenizer.eos_token_id in row:
+                row = row[: row.index(tokenizer.eos_token_id)]
+            texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+            counts.append(len(row))
+    model.train(was_training)
+    return texts, counts
+
+
+def generation_metrics(
+    prompts: list[str], generations: list[str], lengths: list[int], baseline: list[str] | None
+) -> dict[str, float]:
+    """Mean generated length (tokens); oracle reward and win rate against the SFT model (ties count half)."""
+    metrics = {"gen_length": sum(lengths) / len(lengths)}
+    if baseline is not None:
+        ours = [oracle_reward(p, g) for p, g in zip(prompts, generations, strict=True)]
+        theirs = [oracle_reward(p, b) for p, b in zip(prompts, baseline, strict=True)]
+        wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(ours, theirs, strict=True)]
+        metrics["oracle_win_rate"] = sum(wins) / len(wins)
+        metrics["oracle_reward"] = sum(ours) / len(ours)
+    return metrics

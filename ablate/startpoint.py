@@ -1,0 +1,114 @@
+"""The SFT start point: trained once per config on the built-in task's demonstrations, cached on
+disk under a hash of that config, and reused by every trial as the policy initialisation and as
+the reference model. Also caches the SFT model's greedy generations (the oracle win-rate baseline).
+
+Real models (hub id or path) are used as given: they are already SFT checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ablate import data as data_mod
+from ablate import models, synthetic
+from ablate.evaluate import generate
+from ablate.train import TrainSettings, sequence_logps, train
+
+CACHE_VERSION = 1
+
+
+def cache_key(obj: object) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _atomic_dir(final: Path, build) -> Path:
+    """Build into a temporary sibling and rename: a crash never leaves a half-written cache entry."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished first; theirs is as good
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def sft_model_dir(cache_dir: str, model: dict, data: dict, sft: dict) -> Path:
+    key = cache_key({"v": CACHE_VERSION, "tiny": model["tiny"], "task": data["task"], "sft": sft,
+                     "max_length": data["max_length"], "max_prompt_length": data["max_prompt_length"]})  # fmt: skip
+    return Path(cache_dir).expanduser().resolve() / f"sft-{key}"
+
+
+def train_sft(out_dir: Path, model_cfg: dict, data: dict, sft: dict, log=print) -> None:
+    """Build the tiny model and tokenizer, fit them to the writer's demonstrations, save both."""
+    torch.manual_seed(sft["seed"])
+    tokenizer = models.build_builtin_tokenizer()
+    model = models.build_builtin_model(models.TinyModelConfig(**model_cfg["tiny"]), tokenizer, sft["seed"])
+    task = synthetic.build_task(synthetic.TaskConfig.model_validate(data["task"]))
+    prompts = [data_mod.tokenize_prompt(tokenizer, r["prompt"], data["max_prompt_length"]) for r in task["sft"]]
+    responses = [
+        data_mod.tokenize_response(tokenizer, r["response"], data["max_length"] - len(p))
+        for r, p in zip(task["sft"], prompts, strict=True)
+    ]
+    lengths = [len(p) + len(r) for p, r in zip(prompts, responses, strict=True)]
+
+    def make_batches(epoch: int):
+        return [
+            data_mod.collate_sequences([prompts[i] for i in idx], [responses[i] for i in idx], tokenizer.pad_token_id)
+            for idx in data_mod.batch_indices(lengths, sft["batch_size"], sft["seed"] + epoch)
+        ]
+
+    def nll(batch):
+        logps, n = sequence_logps(model, batch)
+        loss = (-logps / n.clamp(min=1)).mean()
+        return loss, {"loss": loss.item()}
+
+    settings = TrainSettings(learning_rate=sft["learning_rate"], epochs=sft["epochs"], log_every=50)
+    result = train(model, make_batches, nll, settings, on_log=lambda s, m, _: log(f"  sft step {s}: loss {m['loss']:.3f}"))
+    log(f"  sft: {result.steps} steps in {result.seconds:.1f}s")
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def baseline_generations(model_dir: Path, data: dict, evaluation: dict) -> Path:
+    """The SFT model's greedy answers to the held-out prompts: a JSON list cached next to the model."""
+    key = cache_key({"task": data["task"], "eval": evaluation, "max_prompt_length": data["max_prompt_length"]})
+    path = model_dir / f"generations-{key}.json"
+    if path.is_file():
+        return path
+    tokenizer = models.load_tokenizer(str(model_dir))
+    model = models.load_model(str(model_dir), torch.device("cpu"), trainable=False)
+    _, held_out = data_mod.load_splits(data)
+    rows = held_out[: evaluation["num_prompts"]]
+    prompts = [data_mod.tokenize_prompt(tokenizer, r["prompt"], data["max_prompt_length"]) for r in rows]
+    texts, _ = generate(model, tokenizer, prompts, evaluation["max_new_tokens"], evaluation["batch_size"], "cpu")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(texts))
+    os.replace(tmp, path)
+    return path
+
+
+def prepare(model: dict, data: dict, sft: dict, evaluation: dict, cache_dir: str, log=print) -> dict:
+    """Where trials start from: ``{"path": model dir, "baseline": file of SFT generations or None}``."""
+    if not models.is_builtin(model["name_or_path"]):
+        return {"path": model["name_or_path"], "baseline": None}
+    target = sft_model_dir(cache_dir, model, data, sft)
+    if (target / "config.json").is_file():
+        log(f"SFT start point: reusing {target}")
+    else:
+        log(f"SFT start point: training {target.name} (once; cached for later sweeps)")
+        _atomic_dir(target, lambda tmp: train_sft(tmp, model, data, sft, log))
+    has_oracle = data["source"] == "builtin:synthetic"
+    baseline = baseline_generations(target, data, evaluation) if evaluation["generate"] and has_oracle else None
+    return {"path": str(target), "baseline": str(baseline) if baseline else None}

@@ -1,0 +1,55 @@
+"""Shared fixtures: a small SFT start point trained once per test session (real torch, real files)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from ablate import spec as spec_mod  # noqa: E402
+from ablate import startpoint  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMALL = {
+    "name": "small",
+    "methods": [{"method": "simpo"}],
+    "data": {"task": {"n_train": 128, "n_eval": 32, "n_sft": 600}},
+    "sft": {"epochs": 2},
+    "training": {"batch_size": 16, "log_every": 4},
+    "evaluation": {"num_prompts": 16, "max_new_tokens": 8},
+}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def small_spec(cache_dir) -> spec_mod.SweepSpec:
+    return spec_mod.SweepSpec.model_validate({**SMALL, "cache_dir": str(cache_dir)})
+
+
+@pytest.fixture(scope="session")
+def start(small_spec) -> dict:
+    s = small_spec
+    return startpoint.prepare(
+        s.model.model_dump(), s.data.model_dump(), s.sft.model_dump(), s.evaluation.model_dump(), s.cache_dir, log=lambda *_: None
+    )
+
+
+def make_trial(small_spec, start, method: str, hparams: dict | None = None, **overrides) -> dict:
+    """A single trial config of ``method`` on the small task, as ``ablate.spec.expand`` makes them."""
+    entry = {"method": method, "hparams": hparams or {}, **{k: v for k, v in overrides.items() if k == "reference"}}
+    spec = small_spec.model_copy(update={"methods": [spec_mod.MethodEntry.model_validate(entry)]})
+    trial = spec_mod.expand(spec)[0]
+    trial["start"] = start
+    for k, v in overrides.items():
+        if k != "reference":
+            trial[k] = {**trial[k], **v} if isinstance(v, dict) else v
+    return trial

@@ -1,0 +1,86 @@
+"""Sweep-file validation and expansion, and the CLI's handling of bad input (exit 2, nothing launched)."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ablate import spec as spec_mod
+from ablate.spec import SpecError
+from tests.conftest import REPO
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_gamma_sweep_expands_methods_grid_and_seeds():
+    spec = spec_mod.load_sweep(REPO / "sweeps" / "gamma.yaml")
+    trials = spec_mod.expand(spec)
+    simpo_gammas = {t["hparams"]["gamma"] for t in trials if t["label"] == "SimPO"}
+    assert len(simpo_gammas) >= 5 and 0.0 in simpo_gammas
+    assert {t["label"] for t in trials} >= {"SimPO", "SimPO w/o LN", "DPO"}
+    assert len(spec.seeds) >= 2
+    per_setting = {}
+    for t in trials:
+        per_setting.setdefault((t["label"], t["setting"]), set()).add(t["seed"])
+    assert all(seeds == set(spec.seeds) for seeds in per_setting.values())
+    assert [t["index"] for t in trials] == list(range(len(trials)))
+
+
+def test_gamma_beta_ratio_resolves_to_gamma(tmp_path):
+    path = write(tmp_path, """
+        name: r
+        methods:
+          - method: simpo
+            hparams: {beta: 2.5, gamma_beta_ratio: {grid: [0.2, 0.4]}}
+    """)
+    gammas = sorted(t["hparams"]["gamma"] for t in spec_mod.expand(spec_mod.load_sweep(path)))
+    assert gammas == pytest.approx([0.5, 1.0])
+
+
+@pytest.mark.parametrize(
+    "body, needles",
+    [
+        ("name: x\nmethods: [{method: simpo}]\nbogus: 1\n", ["bogus", "unknown key"]),
+        ("name: x\nmethod: [{method: simpo}]\n", ["method", "did you mean 'methods'"]),
+        ("name: x\nmethods: [{method: simpoo}]\n", ["methods.0.method", "simpoo", "did you mean 'simpo'"]),
+        ("name: x\nmethods: [{method: dpo, hparams: {gamma: 1.0}}]\n", ["methods.0.hparams", "gamma"]),
+        ("name: x\nmethods: [{method: simpo, hparams: {beta: -1}}]\n", ["methods.0.hparams", "beta must be > 0"]),
+        ("name: x\nmethods: [{method: simpo, hparams: {beta: {grid: []}}}]\n", ["grid is empty"]),
+        ("name: x\nmethods: [{method: simpo, hparams: {gamma: 1, gamma_beta_ratio: 0.5}}]\n", ["gamma_beta_ratio", "not both"]),
+        ("name: x\nmethods: [{method: simpo}]\ntraining: {learning_rate: fast}\n", ["training.learning_rate"]),
+        ("name: x\nmethods: [{method: simpo}]\nmodel: {name_or_path: /nonexistent/model}\n", ["model.name_or_path", "/nonexistent/model"]),
+        ("name: [unclosed\n", ["not valid YAML"]),
+        ("- just\n- a list\n", ["mapping"]),
+    ],
+)
+def test_bad_sweep_files_name_the_field(tmp_path, body, needles):
+    path = write(tmp_path, body)
+    with pytest.raises(SpecError) as e:
+        spec_mod.load_sweep(path)
+    msg = str(e.value)
+    assert str(path) in msg
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_cli_bad_input_exits_2_without_traceback_or_launch(tmp_path):
+    path = write(tmp_path, "name: x\nmethods: [{method: simpo, hparams: {beta: -1}}]\nstorage: %s\n" % (tmp_path / "res"))
+    proc = subprocess.run([sys.executable, "-m", "ablate.run", str(path)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert "beta must be > 0" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "res").exists()  # nothing launched, nothing written
+
+
+def test_cli_dry_run_lists_trials(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablate.run", str(REPO / "sweeps" / "gamma.yaml"), "--dry-run"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    n = len(spec_mod.expand(spec_mod.load_sweep(REPO / "sweeps" / "gamma.yaml")))
+    assert proc.stdout.strip().splitlines()[-1] == f"{n} trials"
