@@ -1,0 +1,65 @@
+"""The two commands end to end: a small sweep on a real local Ray, then the report on its output."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, SMALL
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args, timeout=600):
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env)
+
+
+def test_sweep_then_report(tmp_path, cache_dir, start):
+    sweep = {
+        **SMALL,
+        "name": "e2e",
+        "storage": str(tmp_path / "results"),
+        "cache_dir": str(cache_dir),
+        "methods": [
+            {"method": "simpo", "hparams": {"gamma": {"grid": [0.0, 1.0]}}},
+            {"method": "simpo", "hparams": {"length_normalize": False}},
+            {"method": "dpo", "reference": "online"},
+        ],
+        "seeds": [0, 1],
+    }
+    path = tmp_path / "e2e.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    proc = run("-m", "ablate.run", str(path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "8 trials finished, 0 errored" in proc.stdout
+    trial_dirs = [d for d in (tmp_path / "results" / "e2e").iterdir() if (d / "result.json").is_file()]
+    assert len(trial_dirs) == 8
+
+    # A second run without --resume/--overwrite refuses to mix results.
+    again = run("-m", "ablate.run", str(path))
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+    out = tmp_path / "reports"
+    proc = run("-m", "analysis.report", str(tmp_path / "results" / "e2e"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = out / "e2e"
+    assert (report / "report.md").is_file() and (report / "gamma.png").is_file() and (report / "cost.png").is_file()
+    rows = list(csv.DictReader((report / "table.csv").open()))
+    got = {(r["label"], r["setting"]) for r in rows}
+    assert got == {
+        ("SimPO", "gamma=0.0"), ("SimPO", "gamma=1.0"), ("SimPO w/o LN", "length_normalize=False"), ("DPO", "default"),
+    }  # fmt: skip
+    for r in rows:
+        assert r["n"] == "2"
+        for metric in ("reward_accuracy", "oracle_win_rate", "gen_length", "runtime_s", "peak_memory_mb"):
+            mean = float(r[metric].split(" ± ")[0])
+            assert mean == mean and mean >= 0, (metric, r[metric])  # finite, not NaN
+
+
+def test_report_without_results_exits_2(tmp_path):
+    proc = run("-m", "analysis.report", str(tmp_path))
+    assert proc.returncode == 2 and "no sweep results" in proc.stderr
