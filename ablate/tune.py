@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -69,9 +70,11 @@ class SweepOutcome:
 
 
 def connect(address: str | None) -> None:
-    """Start a local Ray instance, or join the cluster at ``address``."""
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``, as under ``ray job submit``); else start a
+    local Ray instance. Never attach silently to some other cluster running on this machine."""
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
