@@ -42,7 +42,9 @@ def _response_text(value) -> str:
     return value
 
 
-def load_rows(source: str, split: str, fields: tuple[str, str, str] = ("prompt", "chosen", "rejected")) -> list[dict]:
+def load_rows(
+    source: str, split: str, fields: tuple[str, str, str] = ("prompt", "chosen", "rejected")
+) -> list[dict]:
     """Rows ``{prompt, chosen, rejected}`` from a local file or a hub dataset split."""
     import datasets  # heavy; only needed for non-built-in data
 
@@ -60,7 +62,9 @@ def load_rows(source: str, split: str, fields: tuple[str, str, str] = ("prompt",
             "Rename the columns or set data.fields in the sweep file."
         )
     p, c, r = fields
-    return [{"prompt": row[p], "chosen": _response_text(row[c]), "rejected": _response_text(row[r])} for row in ds]
+    return [
+        {"prompt": row[p], "chosen": _response_text(row[c]), "rejected": _response_text(row[r])} for row in ds
+    ]
 
 
 def format_prompt(tokenizer, prompt, use_chat_template: bool) -> str:
@@ -87,7 +91,9 @@ def tokenize_pairs(
 ) -> list[TokenizedPair]:
     out = []
     for row in rows:
-        prompt = tokenize_prompt(tokenizer, format_prompt(tokenizer, row["prompt"], use_chat_template), max_prompt_length)
+        prompt = tokenize_prompt(
+            tokenizer, format_prompt(tokenizer, row["prompt"], use_chat_template), max_prompt_length
+        )
         budget = max_length - len(prompt)
         out.append(
             TokenizedPair(
@@ -104,7 +110,9 @@ def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
 
 
-def collate_sequences(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_sequences(
+    prompts: list[list[int]], responses: list[list[int]], pad_id: int
+) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (prompt and padding = -100)."""
     seqs = [p + r for p, r in zip(prompts, responses, strict=True)]
     labels = [[IGNORE_INDEX] * len(p) + r for p, r in zip(prompts, responses, strict=True)]
@@ -123,14 +131,20 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int) -> dict[str, torch.Te
     return collate_sequences(prompts, responses, pad_id)
 
 
-def batch_indices(lengths: list[int], batch_size: int, seed: int, group_by_length: bool = True) -> list[list[int]]:
+def batch_indices(
+    lengths: list[int], batch_size: int, seed: int, group_by_length: bool = True
+) -> list[list[int]]:
     """Shuffled batches; with grouping, each window of 32 batches is sorted by length to cut padding."""
     rng = random.Random(seed)
     order = list(range(len(lengths)))
     rng.shuffle(order)
     if group_by_length:
         window = batch_size * 32
-        order = [i for s in range(0, len(order), window) for i in sorted(order[s : s + window], key=lengths.__getitem__)]
+        order = [
+            i
+            for s in range(0, len(order), window)
+            for i in sorted(order[s : s + window], key=lengths.__getitem__)
+        ]
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     rng.shuffle(batches)  # keep length groups but not a long-to-short curriculum
     return batches
@@ -149,4 +163,6 @@ def load_splits(data: dict) -> tuple[list[dict], list[dict]]:
         rows = load_rows(data["source"], "train", fields)
         n_eval = max(1, len(rows) // 10)  # a single file: its last tenth is held out
         return rows[:-n_eval], rows[-n_eval:]
-    return load_rows(data["source"], data["train_split"], fields), load_rows(data["source"], data["eval_split"], fields)
+    return load_rows(data["source"], data["train_split"], fields), load_rows(
+        data["source"], data["eval_split"], fields
+    )

@@ -38,7 +38,9 @@ def pair_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, 
     return PairLogps(logps[0], logps[1], lengths[0], lengths[1])
 
 
-def preference_metrics(method: str, hparams: dict, policy: PairLogps, ref: PairLogps | None) -> dict[str, float]:
+def preference_metrics(
+    method: str, hparams: dict, policy: PairLogps, ref: PairLogps | None
+) -> dict[str, float]:
     """Reward accuracy/margin under the method's own implicit reward, and likelihood statistics."""
     _, r_w, r_l = losses.preference_loss(
         method,

@@ -12,7 +12,13 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from ablate import synthetic
 
@@ -57,7 +63,9 @@ def build_builtin_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_builtin_model(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
+def build_builtin_model(
+    cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int
+) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -92,8 +100,12 @@ def load_model(
 ) -> torch.nn.Module:
     """A causal LM from a hub id or a local directory; frozen and in eval mode when not trainable."""
     if trust_remote_code:
-        warnings.warn(f"Loading {name_or_path} with trust_remote_code=True: its code runs here.", stacklevel=2)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
+        warnings.warn(
+            f"Loading {name_or_path} with trust_remote_code=True: its code runs here.", stacklevel=2
+        )
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
+    )
     model.to(device)
     if trainable:
         model.train()

@@ -24,7 +24,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storage", help="override the sweep file's storage (path or URI)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded trials and exit")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its storage")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing sweep's results and start again")
+    p.add_argument(
+        "--overwrite", action="store_true", help="delete an existing sweep's results and start again"
+    )
     p.add_argument("--schema", action="store_true", help="print the sweep file's JSON Schema and exit")
     return p.parse_args(argv)
 
@@ -33,7 +35,9 @@ def print_dry_run(trials: list[dict]) -> None:
     print(f"{'#':>3}  {'method':<14} {'label':<16} {'setting':<44} {'seed':>4}  resources")
     for t in trials:
         res = t["resources"]
-        print(f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  cpu={res['cpus']} gpu={res['gpus']}")
+        print(
+            f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  cpu={res['cpus']} gpu={res['gpus']}"
+        )
     print(f"{len(trials)} trials")
 
 
@@ -47,9 +51,13 @@ def summarize(outcome, metric: str, mode: str) -> None:
         better = best.get(label) is None or (m[metric] > best[label]["metrics"][metric]) == (mode == "max")
         if better:
             best[label] = r
-    print(f"\n{outcome.finished} trials finished, {outcome.errored} errored. Best trial per method by {metric} ({mode}):")
+    print(
+        f"\n{outcome.finished} trials finished, {outcome.errored} errored. Best trial per method by {metric} ({mode}):"
+    )
     for label, r in best.items():
-        print(f"  {label:<16} {r['config']['setting']:<40} seed={r['config']['seed']}  {metric}={r['metrics'][metric]:.4f}")
+        print(
+            f"  {label:<16} {r['config']['setting']:<40} seed={r['config']['seed']}  {metric}={r['metrics'][metric]:.4f}"
+        )
     print(f"Results: {outcome.path}\nReport:  python -m analysis.report {outcome.path}")
 
 
@@ -88,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     start = startpoint.prepare(
-        spec.model.model_dump(), spec.data.model_dump(), spec.sft.model_dump(), spec.evaluation.model_dump(), spec.cache_dir
+        spec.model.model_dump(),
+        spec.data.model_dump(),
+        spec.sft.model_dump(),
+        spec.evaluation.model_dump(),
+        spec.cache_dir,
     )
     for t in trials:
         t["start"] = start
@@ -102,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     print(f"Sweep {spec.name}: {len(trials)} trials")
     outcome = tune.run(
-        trials, spec.name, spec.storage, spec.resources.model_dump(), spec.max_concurrent, spec.max_failures, args.resume
+        trials,
+        spec.name,
+        spec.storage,
+        spec.resources.model_dump(),
+        spec.max_concurrent,
+        spec.max_failures,
+        args.resume,
     )
     summarize(outcome, spec.metric, spec.mode)
     print(f"Wall time: {time.time() - t0:.1f}s")

@@ -41,7 +41,9 @@ class Space(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Space:
-        given = [k for k in ("grid", "choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None]
+        given = [
+            k for k in ("grid", "choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None
+        ]
         if len(given) != 1:
             raise ValueError("a search space has exactly one of grid, choice, uniform, loguniform, randint")
         values = getattr(self, given[0])
@@ -55,7 +57,9 @@ class Space(_Strict):
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("grid", "choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None)
+        return next(
+            k for k in ("grid", "choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None
+        )
 
     @property
     def values(self) -> Any:
@@ -74,7 +78,9 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    source: str = Field("builtin:synthetic", description="builtin:synthetic, a .jsonl/.json/.parquet file, or a hub id.")
+    source: str = Field(
+        "builtin:synthetic", description="builtin:synthetic, a .jsonl/.json/.parquet file, or a hub id."
+    )
     task: TaskConfig = Field(default_factory=TaskConfig)
     train_split: str = "train"
     eval_split: str = "test"
@@ -128,7 +134,9 @@ class MethodEntry(_Strict):
     name: str | None = Field(None, description="Label in reports; defaults to the method's display name.")
     hparams: dict[str, Value] = Field(default_factory=dict)
     reference: Literal["online", "precomputed"] = "precomputed"
-    training: dict[str, Value] = Field(default_factory=dict, description="Overrides of the shared training settings.")
+    training: dict[str, Value] = Field(
+        default_factory=dict, description="Overrides of the shared training settings."
+    )
 
     @field_validator("method")
     @classmethod
@@ -155,7 +163,9 @@ class MethodEntry(_Strict):
 class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     storage: str = Field("results", description="Local path or URI (s3://, gs://) where results go.")
-    cache_dir: str = Field(".cache/ablate", description="Where the SFT start point and tokenized data are cached.")
+    cache_dir: str = Field(
+        ".cache/ablate", description="Where the SFT start point and tokenized data are cached."
+    )
     methods: list[MethodEntry] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -183,7 +193,11 @@ def _format_validation(path: Path, err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(e["loc"][:-1])
             hint = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
-            msg = "unknown key" + (f"; did you mean {hint[0]!r}?" if hint else "") + f" Allowed here: {', '.join(allowed)}"
+            msg = (
+                "unknown key"
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+                + f" Allowed here: {', '.join(allowed)}"
+            )
         elif e["type"] == "missing":
             msg = "this field is required"
         lines.append(f"{where}: {msg}")
@@ -210,11 +224,15 @@ def load_sweep(path: str | Path) -> SweepSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"{path}: cannot read the sweep file ({e}). Pass the path of a YAML sweep file.") from None
+        raise SpecError(
+            f"{path}: cannot read the sweep file ({e}). Pass the path of a YAML sweep file."
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML ({str(e).splitlines()[0]}). Fix the syntax at the line shown.") from None
+        raise SpecError(
+            f"{path}: not valid YAML ({str(e).splitlines()[0]}). Fix the syntax at the line shown."
+        ) from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a sweep file is a YAML mapping with at least `name` and `methods`.")
     try:
@@ -232,12 +250,16 @@ def check_semantics(path: Path, spec: SweepSpec) -> None:
             try:
                 losses.validate_hparams(entry.method, point)
             except ValueError as e:
-                raise SpecError(f"{path}: methods.{i}.hparams: {e}. Fix the value or remove the key.") from None
+                raise SpecError(
+                    f"{path}: methods.{i}.hparams: {e}. Fix the value or remove the key."
+                ) from None
         for point in _grid_points(entry.training):
             try:
                 TrainingConfig.model_validate({**spec.training.model_dump(), **point})
             except ValidationError as e:
-                raise SpecError(_format_validation(path, e).replace(": invalid", f": methods.{i}.training invalid")) from None
+                raise SpecError(
+                    _format_validation(path, e).replace(": invalid", f": methods.{i}.training invalid")
+                ) from None
         if spec.search == "grid":
             for key, value in {**entry.hparams, **entry.training}.items():
                 if isinstance(value, Space) and value.kind not in ("grid", "choice"):

@@ -56,7 +56,9 @@ def train_sft(out_dir: Path, model_cfg: dict, data: dict, sft: dict, log=print) 
     tokenizer = models.build_builtin_tokenizer()
     model = models.build_builtin_model(models.TinyModelConfig(**model_cfg["tiny"]), tokenizer, sft["seed"])
     task = synthetic.build_task(synthetic.TaskConfig.model_validate(data["task"]))
-    prompts = [data_mod.tokenize_prompt(tokenizer, r["prompt"], data["max_prompt_length"]) for r in task["sft"]]
+    prompts = [
+        data_mod.tokenize_prompt(tokenizer, r["prompt"], data["max_prompt_length"]) for r in task["sft"]
+    ]
     responses = [
         data_mod.tokenize_response(tokenizer, r["response"], data["max_length"] - len(p))
         for r, p in zip(task["sft"], prompts, strict=True)
@@ -65,7 +67,9 @@ def train_sft(out_dir: Path, model_cfg: dict, data: dict, sft: dict, log=print) 
 
     def make_batches(epoch: int):
         return [
-            data_mod.collate_sequences([prompts[i] for i in idx], [responses[i] for i in idx], tokenizer.pad_token_id)
+            data_mod.collate_sequences(
+                [prompts[i] for i in idx], [responses[i] for i in idx], tokenizer.pad_token_id
+            )
             for idx in data_mod.batch_indices(lengths, sft["batch_size"], sft["seed"] + epoch)
         ]
 
@@ -75,7 +79,13 @@ def train_sft(out_dir: Path, model_cfg: dict, data: dict, sft: dict, log=print) 
         return loss, {"loss": loss.item()}
 
     settings = TrainSettings(learning_rate=sft["learning_rate"], epochs=sft["epochs"], log_every=50)
-    result = train(model, make_batches, nll, settings, on_log=lambda s, m, _: log(f"  sft step {s}: loss {m['loss']:.3f}"))
+    result = train(
+        model,
+        make_batches,
+        nll,
+        settings,
+        on_log=lambda s, m, _: log(f"  sft step {s}: loss {m['loss']:.3f}"),
+    )
     log(f"  sft: {result.steps} steps in {result.seconds:.1f}s")
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -83,7 +93,9 @@ def train_sft(out_dir: Path, model_cfg: dict, data: dict, sft: dict, log=print) 
 
 def baseline_generations(model_dir: Path, data: dict, evaluation: dict) -> Path:
     """The SFT model's greedy answers to the held-out prompts: a JSON list cached next to the model."""
-    key = cache_key({"task": data["task"], "eval": evaluation, "max_prompt_length": data["max_prompt_length"]})
+    key = cache_key(
+        {"task": data["task"], "eval": evaluation, "max_prompt_length": data["max_prompt_length"]}
+    )
     path = model_dir / f"generations-{key}.json"
     if path.is_file():
         return path
@@ -92,7 +104,9 @@ def baseline_generations(model_dir: Path, data: dict, evaluation: dict) -> Path:
     _, held_out = data_mod.load_splits(data)
     rows = held_out[: evaluation["num_prompts"]]
     prompts = [data_mod.tokenize_prompt(tokenizer, r["prompt"], data["max_prompt_length"]) for r in rows]
-    texts, _ = generate(model, tokenizer, prompts, evaluation["max_new_tokens"], evaluation["batch_size"], "cpu")
+    texts, _ = generate(
+        model, tokenizer, prompts, evaluation["max_new_tokens"], evaluation["batch_size"], "cpu"
+    )
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(texts))
     os.replace(tmp, path)
@@ -110,5 +124,7 @@ def prepare(model: dict, data: dict, sft: dict, evaluation: dict, cache_dir: str
         log(f"SFT start point: training {target.name} (once; cached for later sweeps)")
         _atomic_dir(target, lambda tmp: train_sft(tmp, model, data, sft, log))
     has_oracle = data["source"] == "builtin:synthetic"
-    baseline = baseline_generations(target, data, evaluation) if evaluation["generate"] and has_oracle else None
+    baseline = (
+        baseline_generations(target, data, evaluation) if evaluation["generate"] and has_oracle else None
+    )
     return {"path": str(target), "baseline": str(baseline) if baseline else None}

@@ -47,10 +47,16 @@ class TaskConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(1, description="Task design version; results of different versions are kept apart.")
-    length_bias: float = Field(1.0, ge=0.0, description="Annotator's preference for longer responses (0 = none).")
-    temperature: float = Field(0.15, gt=0.0, description="Annotator noise: lower follows the oracle more closely.")
+    length_bias: float = Field(
+        1.0, ge=0.0, description="Annotator's preference for longer responses (0 = none)."
+    )
+    temperature: float = Field(
+        0.15, gt=0.0, description="Annotator noise: lower follows the oracle more closely."
+    )
     n_train: int = Field(2000, ge=8, description="Preference pairs for training.")
-    n_eval: int = Field(256, ge=8, description="Held-out preference pairs (their prompts are used for generation).")
+    n_eval: int = Field(
+        256, ge=8, description="Held-out preference pairs (their prompts are used for generation)."
+    )
     n_sft: int = Field(4000, ge=8, description="Writer demonstrations for the SFT start point.")
     min_keywords: int = Field(2, ge=1)
     max_keywords: int = Field(4, ge=1)

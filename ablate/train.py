@@ -24,7 +24,9 @@ class Diverged(RuntimeError):
     """The loss became NaN or infinite; the trial stops with its last finite metrics."""
 
 
-def sequence_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logps(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of the labelled (response) tokens of each row, and their counts."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
     labels = batch["labels"][:, 1:]
@@ -97,7 +99,11 @@ def train(
                 result.history.append({"step": step, **logged})
                 window = []
                 if on_log is not None:
-                    on_log(step, logged, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+                    on_log(
+                        step,
+                        logged,
+                        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                    )
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -56,7 +56,12 @@ def tokenized_splits(cfg: dict, tokenizer) -> tuple[list, list, list[dict]]:
     """Tokenized train and held-out pairs, and the held-out rows (for prompts and the oracle)."""
     d = cfg["data"]
     train_rows, eval_rows = data_mod.load_splits(d)
-    tok = lambda rows: data_mod.tokenize_pairs(tokenizer, rows, d["max_length"], d["max_prompt_length"], d["chat_template"])  # noqa: E731
+
+    def tok(rows):
+        return data_mod.tokenize_pairs(
+            tokenizer, rows, d["max_length"], d["max_prompt_length"], d["chat_template"]
+        )
+
     return tok(train_rows), tok(eval_rows), eval_rows
 
 
@@ -88,13 +93,15 @@ def run_trial(cfg: dict, report: Report) -> dict:
     m = cfg["model"]
     dtype = models.pick_dtype(m["dtype"], device)
     tokenizer = models.load_tokenizer(start, m["trust_remote_code"])
-    policy = models.load_model(start, device, dtype, m["trust_remote_code"], True, m["gradient_checkpointing"])
+    policy = models.load_model(
+        start, device, dtype, m["trust_remote_code"], True, m["gradient_checkpointing"]
+    )
     train_pairs, eval_pairs, eval_rows = tokenized_splits(cfg, tokenizer)
     pad = tokenizer.pad_token_id
     method, hp, tr = cfg["method"], cfg["hparams"], cfg["training"]
 
     t_train = time.perf_counter()
-    ref_model = ref_train = ref_eval = None
+    ref_model = ref_train = None
     if cfg["reference"] == "online":
         ref_model = models.load_model(start, device, dtype, m["trust_remote_code"], trainable=False)
     elif cfg["reference"] == "precomputed":
@@ -104,8 +111,12 @@ def run_trial(cfg: dict, report: Report) -> dict:
 
     def make_batches(epoch: int) -> list[dict]:
         out = []
-        for idx in data_mod.batch_indices(lengths, tr["batch_size"], cfg["seed"] * 1000 + epoch, tr["group_by_length"]):
-            batch = {k: v.to(device) for k, v in data_mod.collate_pairs([train_pairs[i] for i in idx], pad).items()}
+        for idx in data_mod.batch_indices(
+            lengths, tr["batch_size"], cfg["seed"] * 1000 + epoch, tr["group_by_length"]
+        ):
+            batch = {
+                k: v.to(device) for k, v in data_mod.collate_pairs([train_pairs[i] for i in idx], pad).items()
+            }
             batch["index"] = torch.tensor(idx, device=device)
             out.append(batch)
         return out
@@ -119,8 +130,13 @@ def run_trial(cfg: dict, report: Report) -> dict:
                 ref_logps, _ = sequence_logps(ref_model, batch)
             ref_w, ref_l = ref_logps[:b], ref_logps[b:]
         elif ref_train is not None:
-            ref_w, ref_l = ref_train.chosen[batch["index"].cpu()].to(device), ref_train.rejected[batch["index"].cpu()].to(device)
-        per_pair, r_w, r_l = losses.preference_loss(method, logps[:b], logps[b:], lens[:b], lens[b:], ref_w, ref_l, **hp)
+            ref_w, ref_l = (
+                ref_train.chosen[batch["index"].cpu()].to(device),
+                ref_train.rejected[batch["index"].cpu()].to(device),
+            )
+        per_pair, r_w, r_l = losses.preference_loss(
+            method, logps[:b], logps[b:], lens[:b], lens[b:], ref_w, ref_l, **hp
+        )
         loss = per_pair.mean()
         return loss, {"train_loss": loss.item(), "train_reward_accuracy": (r_w > r_l).float().mean().item()}
 
@@ -143,9 +159,15 @@ def run_trial(cfg: dict, report: Report) -> dict:
         status, steps, tokens = f"diverged: {e}", -1, 0
     runtime = time.perf_counter() - t_train
 
-    metrics: dict = {"status": status, "train_loss": last.get("train_loss", float("nan")), "runtime_s": runtime}
+    metrics: dict = {
+        "status": status,
+        "train_loss": last.get("train_loss", float("nan")),
+        "runtime_s": runtime,
+    }
     if status == "finished":
-        metrics.update(evaluate_policy(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device))
+        metrics.update(
+            evaluate_policy(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device)
+        )
         metrics["steps"] = steps
         metrics["tokens_per_s"] = tokens / max(runtime, 1e-9)
     metrics["peak_memory_mb"] = peak_memory_mb(device)
@@ -154,7 +176,9 @@ def run_trial(cfg: dict, report: Report) -> dict:
     return metrics
 
 
-def evaluate_policy(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device) -> dict[str, float]:
+def evaluate_policy(
+    cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device
+) -> dict[str, float]:
     ev = cfg["evaluation"]
     pad = tokenizer.pad_token_id
     pol = pair_logps(policy, eval_pairs, ev["batch_size"], pad, device)

@@ -47,13 +47,19 @@ class Progress(tune.Callback):
         running = sum(t.status == "RUNNING" for t in trials)
         pending = self.total - self.done - self.errored - running
         elapsed = time.strftime("%M:%S", time.gmtime(time.time() - self.t0))
-        self.log(f"[{self.done} done, {running} running, {max(pending, 0)} pending, {self.errored} errored, {elapsed}] {what}")
+        self.log(
+            f"[{self.done} done, {running} running, {max(pending, 0)} pending, {self.errored} errored, {elapsed}] {what}"
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.done += 1
         cfg, res = trial.config[TRIAL_KEY], trial.last_result or {}
-        shown = ", ".join(f"{k}={res[k]:.3f}" for k in ("reward_accuracy", "oracle_win_rate", "gen_length") if k in res)
-        self._line(trials, f"{cfg['label']} {cfg['setting']} seed={cfg['seed']}: {res.get('status', '?')} {shown}")
+        shown = ", ".join(
+            f"{k}={res[k]:.3f}" for k in ("reward_accuracy", "oracle_win_rate", "gen_length") if k in res
+        )
+        self._line(
+            trials, f"{cfg['label']} {cfg['setting']} seed={cfg['seed']}: {res.get('status', '?')} {shown}"
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.errored += 1
@@ -112,7 +118,11 @@ def run(
     grid = tuner.fit()
     results = []
     for r in grid:
-        row = {"config": r.config[TRIAL_KEY], "metrics": r.metrics or {}, "error": repr(r.error) if r.error else None}
+        row = {
+            "config": r.config[TRIAL_KEY],
+            "metrics": r.metrics or {},
+            "error": repr(r.error) if r.error else None,
+        }
         results.append(row)
     errored = sum(1 for r in results if r["error"])
     return SweepOutcome(path=path, finished=len(results) - errored, errored=errored, results=results)

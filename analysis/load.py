@@ -58,7 +58,11 @@ def load_trial(trial_dir: Path, sweep: str) -> dict:
     row.update({f"hp_{k}": v for k, v in cfg["hparams"].items()})
     results = _read_results(trial_dir / "result.json")
     final = next((r for r in reversed(results) if "status" in r), None)
-    row["history"] = [{k: r[k] for k in ("step", "train_loss", "train_reward_accuracy") if k in r} for r in results if "step" in r and "status" not in r]
+    row["history"] = [
+        {k: r[k] for k in ("step", "train_loss", "train_reward_accuracy") if k in r}
+        for r in results
+        if "step" in r and "status" not in r
+    ]
     error_file = trial_dir / "error.txt"
     if error_file.is_file():
         row["status"] = "errored"

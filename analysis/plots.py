@@ -48,7 +48,9 @@ def cost_plot(df: pd.DataFrame, out: Path) -> Path | None:
         return None
     g = done.groupby("label")[["runtime_s", "peak_memory_mb"]].agg(["mean", "std"]).fillna(0.0)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, (metric, title) in zip(axes, [("runtime_s", "training runtime (s)"), ("peak_memory_mb", "peak memory (MB)")], strict=True):
+    for ax, (metric, title) in zip(
+        axes, [("runtime_s", "training runtime (s)"), ("peak_memory_mb", "peak memory (MB)")], strict=True
+    ):
         ax.bar(g.index, g[(metric, "mean")], yerr=g[(metric, "std")], capsize=3)
         ax.set_ylabel(title)
         ax.tick_params(axis="x", rotation=30)

@@ -24,7 +24,13 @@ def write_report(df, name: str, out_dir: Path) -> Path:
     lines = [f"# Report: {name}", ""]
     counts = df["status"].value_counts().to_dict()
     lines.append("Trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" (of {len(df)}).")
-    lines += ["", "Mean ± std over seeds; n = number of seeds that finished.", "", table.to_markdown(index=False), ""]
+    lines += [
+        "",
+        "Mean ± std over seeds; n = number of seeds that finished.",
+        "",
+        table.to_markdown(index=False),
+        "",
+    ]
     problems = df[df["status"] != "finished"]
     if not problems.empty:
         lines += ["## Trials that did not finish", ""]
@@ -51,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     df = load_trials(sweep_dirs)
     if df.empty or not (df["status"] == "finished").any():
-        print(f"error: no finished trial in {', '.join(map(str, sweep_dirs))}; nothing to report.", file=sys.stderr)
+        print(
+            f"error: no finished trial in {', '.join(map(str, sweep_dirs))}; nothing to report.",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     name = sweep_dirs[0].name if len(sweep_dirs) == 1 else "combined"
     path = write_report(df, name, Path(args.out) / name)

@@ -33,6 +33,9 @@ def format_mean_std(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     metrics = list(summary["mean"].columns)
     table = pd.DataFrame(index=summary.index)
     for m in metrics:
-        table[m] = [f"{a:.{digits}f} ± {b:.{digits}f}" for a, b in zip(summary["mean"][m], summary["std"][m], strict=True)]
+        table[m] = [
+            f"{a:.{digits}f} ± {b:.{digits}f}"
+            for a, b in zip(summary["mean"][m], summary["std"][m], strict=True)
+        ]
     table["n"] = summary[("n", "seeds")].astype(int)
     return table.reset_index()

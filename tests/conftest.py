@@ -39,13 +39,22 @@ def small_spec(cache_dir) -> spec_mod.SweepSpec:
 def start(small_spec) -> dict:
     s = small_spec
     return startpoint.prepare(
-        s.model.model_dump(), s.data.model_dump(), s.sft.model_dump(), s.evaluation.model_dump(), s.cache_dir, log=lambda *_: None
+        s.model.model_dump(),
+        s.data.model_dump(),
+        s.sft.model_dump(),
+        s.evaluation.model_dump(),
+        s.cache_dir,
+        log=lambda *_: None,
     )
 
 
 def make_trial(small_spec, start, method: str, hparams: dict | None = None, **overrides) -> dict:
     """A single trial config of ``method`` on the small task, as ``ablate.spec.expand`` makes them."""
-    entry = {"method": method, "hparams": hparams or {}, **{k: v for k, v in overrides.items() if k == "reference"}}
+    entry = {
+        "method": method,
+        "hparams": hparams or {},
+        **{k: v for k, v in overrides.items() if k == "reference"},
+    }
     spec = small_spec.model_copy(update={"methods": [spec_mod.MethodEntry.model_validate(entry)]})
     trial = spec_mod.expand(spec)[0]
     trial["start"] = start

@@ -1,3 +1,5 @@
+import json
+
 import torch
 
 from ablate import data, models
@@ -10,7 +12,9 @@ def tok():
 
 def test_prompt_tokens_are_masked_and_responses_end_with_eos():
     t = tok()
-    pairs = data.tokenize_pairs(t, [{"prompt": "Q: w01 w02 A:", "chosen": "w01 w02", "rejected": "well w01"}], 32, 8)
+    pairs = data.tokenize_pairs(
+        t, [{"prompt": "Q: w01 w02 A:", "chosen": "w01 w02", "rejected": "well w01"}], 32, 8
+    )
     batch = data.collate_pairs(pairs, t.pad_token_id)
     prompt_len = len(pairs[0].prompt_ids)
     assert prompt_len == 5  # <bos> Q: w01 w02 A:
@@ -54,7 +58,9 @@ def test_batches_cover_every_pair_once_and_group_lengths():
 
 def test_local_jsonl_file_loads_and_missing_fields_are_named(tmp_path):
     good = tmp_path / "pairs.jsonl"
-    good.write_text("\n".join('{"prompt": "p%d", "chosen": "a", "rejected": "b"}' % i for i in range(20)))
+    good.write_text(
+        "\n".join(json.dumps({"prompt": f"p{i}", "chosen": "a", "rejected": "b"}) for i in range(20))
+    )
     train, held_out = data.load_splits({"source": str(good), "fields": ["prompt", "chosen", "rejected"]})
     assert len(train) == 18 and len(held_out) == 2
     bad = tmp_path / "bad.jsonl"
@@ -79,5 +85,7 @@ def test_sequence_logps_match_a_direct_computation():
     full = torch.log_softmax(model(input_ids=batch["input_ids"]).logits.float(), -1)
     for row in range(2):
         labels = batch["labels"][row]
-        want = sum(full[row, i - 1, labels[i]].item() for i in range(1, labels.shape[0]) if labels[i] != IGNORE_INDEX)
+        want = sum(
+            full[row, i - 1, labels[i]].item() for i in range(1, labels.shape[0]) if labels[i] != IGNORE_INDEX
+        )
         assert abs(logps[row].item() - want) < 1e-4

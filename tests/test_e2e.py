@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow
 
 def run(*args, timeout=600):
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env
+    )
 
 
 def test_sweep_then_report(tmp_path, cache_dir, start):
@@ -47,7 +49,11 @@ def test_sweep_then_report(tmp_path, cache_dir, start):
     proc = run("-m", "analysis.report", str(tmp_path / "results" / "e2e"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = out / "e2e"
-    assert (report / "report.md").is_file() and (report / "gamma.png").is_file() and (report / "cost.png").is_file()
+    assert (
+        (report / "report.md").is_file()
+        and (report / "gamma.png").is_file()
+        and (report / "cost.png").is_file()
+    )
     rows = list(csv.DictReader((report / "table.csv").open()))
     got = {(r["label"], r["setting"]) for r in rows}
     assert got == {

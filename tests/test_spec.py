@@ -32,12 +32,15 @@ def test_gamma_sweep_expands_methods_grid_and_seeds():
 
 
 def test_gamma_beta_ratio_resolves_to_gamma(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: r
         methods:
           - method: simpo
             hparams: {beta: 2.5, gamma_beta_ratio: {grid: [0.2, 0.4]}}
-    """)
+    """,
+    )
     gammas = sorted(t["hparams"]["gamma"] for t in spec_mod.expand(spec_mod.load_sweep(path)))
     assert gammas == pytest.approx([0.5, 1.0])
 
@@ -49,11 +52,23 @@ def test_gamma_beta_ratio_resolves_to_gamma(tmp_path):
         ("name: x\nmethod: [{method: simpo}]\n", ["method", "did you mean 'methods'"]),
         ("name: x\nmethods: [{method: simpoo}]\n", ["methods.0.method", "simpoo", "did you mean 'simpo'"]),
         ("name: x\nmethods: [{method: dpo, hparams: {gamma: 1.0}}]\n", ["methods.0.hparams", "gamma"]),
-        ("name: x\nmethods: [{method: simpo, hparams: {beta: -1}}]\n", ["methods.0.hparams", "beta must be > 0"]),
+        (
+            "name: x\nmethods: [{method: simpo, hparams: {beta: -1}}]\n",
+            ["methods.0.hparams", "beta must be > 0"],
+        ),
         ("name: x\nmethods: [{method: simpo, hparams: {beta: {grid: []}}}]\n", ["grid is empty"]),
-        ("name: x\nmethods: [{method: simpo, hparams: {gamma: 1, gamma_beta_ratio: 0.5}}]\n", ["gamma_beta_ratio", "not both"]),
-        ("name: x\nmethods: [{method: simpo}]\ntraining: {learning_rate: fast}\n", ["training.learning_rate"]),
-        ("name: x\nmethods: [{method: simpo}]\nmodel: {name_or_path: /nonexistent/model}\n", ["model.name_or_path", "/nonexistent/model"]),
+        (
+            "name: x\nmethods: [{method: simpo, hparams: {gamma: 1, gamma_beta_ratio: 0.5}}]\n",
+            ["gamma_beta_ratio", "not both"],
+        ),
+        (
+            "name: x\nmethods: [{method: simpo}]\ntraining: {learning_rate: fast}\n",
+            ["training.learning_rate"],
+        ),
+        (
+            "name: x\nmethods: [{method: simpo}]\nmodel: {name_or_path: /nonexistent/model}\n",
+            ["model.name_or_path", "/nonexistent/model"],
+        ),
         ("name: [unclosed\n", ["not valid YAML"]),
         ("- just\n- a list\n", ["mapping"]),
     ],
@@ -69,8 +84,13 @@ def test_bad_sweep_files_name_the_field(tmp_path, body, needles):
 
 
 def test_cli_bad_input_exits_2_without_traceback_or_launch(tmp_path):
-    path = write(tmp_path, "name: x\nmethods: [{method: simpo, hparams: {beta: -1}}]\nstorage: %s\n" % (tmp_path / "res"))
-    proc = subprocess.run([sys.executable, "-m", "ablate.run", str(path)], capture_output=True, text=True, cwd=REPO)
+    path = write(
+        tmp_path,
+        "name: x\nmethods: [{method: simpo, hparams: {beta: -1}}]\nstorage: %s\n" % (tmp_path / "res"),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablate.run", str(path)], capture_output=True, text=True, cwd=REPO
+    )
     assert proc.returncode == 2
     assert "beta must be > 0" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "res").exists()  # nothing launched, nothing written
