@@ -115,6 +115,12 @@ class TrainingConfig(_Strict):
     max_grad_norm: float = Field(1.0, ge=0)
     log_every: int = Field(10, ge=1)
     group_by_length: bool = True
+    checkpoint_every: int = Field(
+        50,
+        ge=0,
+        description="Steps between checkpoints (model, optimizer, scheduler, step, RNG) that a retried or "
+        "resumed trial restarts from; 0: no checkpoints.",
+    )
 
 
 class EvalConfig(_Strict):

@@ -1,7 +1,8 @@
 """One trial end to end: load the start point, train one policy with one objective, evaluate it.
 
 Ray-free: ``run_trial(config, report)`` takes a plain trial config (see ``ablate.spec.expand``)
-and a ``report(metrics)`` callback; ``ablate.tune`` passes Ray Tune's."""
+and a ``report(metrics)`` callback; ``ablate.tune`` passes Ray Tune's, and a checkpoint callback
+and the state to resume from (``ablate.checkpoint``)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ import json
 import os
 import random
 import resource
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from ablate import checkpoint as ckpt_mod
 from ablate import data as data_mod
-from ablate import losses, models
+from ablate import faults, losses, models
 from ablate.evaluate import PairLogps, generate, generation_metrics, pair_logps, preference_metrics
 from ablate.startpoint import cache_key
 from ablate.train import Diverged, TrainSettings, sequence_logps, train
 
 Report = Callable[[dict], None]
+ReportCheckpoint = Callable[[dict, str], None]  # (metrics, checkpoint directory)
 
 
 def seed_everything(seed: int) -> None:
@@ -52,14 +56,15 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def tokenized_splits(cfg: dict, tokenizer) -> tuple[list, list, list[dict]]:
-    """Tokenized train and held-out pairs, and the held-out rows (for prompts and the oracle)."""
+def tokenized_splits(cfg: dict, tokenizer, counts: dict | None = None) -> tuple[list, list, list[dict]]:
+    """Tokenized train and held-out pairs, and the held-out rows (for prompts and the oracle).
+    ``counts`` (if given) receives the skipped and truncated pairs (``ablate.data.SKIP_COUNTS``)."""
     d = cfg["data"]
-    train_rows, eval_rows = data_mod.load_splits(d)
+    train_rows, eval_rows = data_mod.load_splits(d, counts)
 
     def tok(rows):
         return data_mod.tokenize_pairs(
-            tokenizer, rows, d["max_length"], d["max_prompt_length"], d["chat_template"]
+            tokenizer, rows, d["max_length"], d["max_prompt_length"], d["chat_template"], counts
         )
 
     return tok(train_rows), tok(eval_rows), eval_rows
@@ -82,8 +87,15 @@ def precomputed_reference(cfg: dict, start: str, pairs: list, name: str, device,
     return out
 
 
-def run_trial(cfg: dict, report: Report) -> dict:
-    """Train and evaluate one policy; report training metrics every ``log_every`` steps and the final ones."""
+def run_trial(
+    cfg: dict, report: Report, report_checkpoint: ReportCheckpoint | None = None, resume: dict | None = None
+) -> dict:
+    """Train and evaluate one policy; report training metrics every ``log_every`` steps and the final ones.
+
+    With ``report_checkpoint``, every ``training.checkpoint_every`` steps the metrics are reported
+    through it together with a checkpoint directory (``ablate.checkpoint``); ``resume`` is such a
+    checkpoint's state, from which training continues. A loss that becomes NaN or infinite ends the
+    trial at once with status ``diverged: ...`` and its last finite training metrics."""
     t_start = time.perf_counter()
     device = models.pick_device()
     torch.set_num_threads(max(1, int(cfg.get("resources", {}).get("cpus", 1))))
@@ -96,7 +108,8 @@ def run_trial(cfg: dict, report: Report) -> dict:
     policy = models.load_model(
         start, device, dtype, m["trust_remote_code"], True, m["gradient_checkpointing"]
     )
-    train_pairs, eval_pairs, eval_rows = tokenized_splits(cfg, tokenizer)
+    counts = dict.fromkeys(data_mod.SKIP_COUNTS, 0)
+    train_pairs, eval_pairs, eval_rows = tokenized_splits(cfg, tokenizer, counts)
     pad = tokenizer.pad_token_id
     method, hp, tr = cfg["method"], cfg["hparams"], cfg["training"]
 
@@ -138,38 +151,74 @@ def run_trial(cfg: dict, report: Report) -> dict:
             method, logps[:b], logps[b:], lens[:b], lens[b:], ref_w, ref_l, **hp
         )
         loss = per_pair.mean()
+        if poison:  # an injected nan/inf fault (ablate.faults)
+            loss = loss + poison.pop()
         return loss, {"train_loss": loss.item(), "train_reward_accuracy": (r_w > r_l).float().mean().item()}
 
     last: dict[str, float] = {}
+    start_step, prior_runtime, optimizer_state = 0, 0.0, None
+    if resume is not None:
+        policy.load_state_dict(resume["model"])
+        start_step, prior_runtime = resume["step"], resume["runtime_s"]
+        optimizer_state = {"optimizer": resume["optimizer"], "scheduler": resume["scheduler"]}
+        last.update(resume["last_metrics"])
+        ckpt_mod.restore_rng(resume)
+    checkpoint_every = tr.get("checkpoint_every", 0) if report_checkpoint is not None else 0
 
-    def on_log(step: int, logged: dict, _state: dict) -> None:
+    def on_log(step: int, logged: dict, state: dict) -> None:
         last.update(logged)
-        report({"step": step, **logged})
+        if checkpoint_every and step % checkpoint_every == 0:
+            elapsed = prior_runtime + time.perf_counter() - t_train
+            with tempfile.TemporaryDirectory(prefix="ablate-checkpoint-") as d:
+                ckpt_mod.save(d, policy, state, step, last, elapsed)
+                report_checkpoint({"step": step, **logged}, d)  # Ray copies it into storage before returning
+        else:
+            report({"step": step, **logged})
+
+    injected = faults.for_trial(cfg["index"], start_step)
+    poison: list[float] = []
+
+    def before_step(step: int) -> None:
+        kind = injected.get(step)
+        if kind in ("nan", "inf"):
+            poison.append(float(kind))
+        elif kind:
+            faults.fire(kind, step)
 
     settings = TrainSettings(
         learning_rate=tr["learning_rate"], epochs=tr["epochs"], grad_accum=tr["grad_accum"],
         warmup_ratio=tr["warmup_ratio"], weight_decay=tr["weight_decay"], max_grad_norm=tr["max_grad_norm"],
-        log_every=tr["log_every"],
+        log_every=tr["log_every"], checkpoint_every=checkpoint_every,
     )  # fmt: skip
-    status = "finished"
+    status, extra = "finished", {}
     try:
-        result = train(policy, make_batches, loss_fn, settings, on_log)
+        result = train(
+            policy, make_batches, loss_fn, settings, on_log, start_step, optimizer_state, before_step
+        )
         steps, tokens = result.steps, result.tokens
     except Diverged as e:
-        status, steps, tokens = f"diverged: {e}", -1, 0
+        # Stop at once: no evaluation of a model whose next step was not finite; keep the last
+        # finite training metrics (those logged, updated by the finite steps since the last log).
+        last.update(e.metrics or {})
+        status, steps, tokens = f"diverged: {e} at step {e.step}", (e.step or 1) - 1, 0
+        extra = {"diverged_at_step": e.step, "train_reward_accuracy": last.get("train_reward_accuracy")}
     runtime = time.perf_counter() - t_train
 
     metrics: dict = {
         "status": status,
         "train_loss": last.get("train_loss", float("nan")),
-        "runtime_s": runtime,
+        "runtime_s": prior_runtime + runtime,
+        **extra,
+        **counts,
     }
+    if start_step:
+        metrics["resumed_from_step"] = start_step
     if status == "finished":
         metrics.update(
             evaluate_policy(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device)
         )
-        metrics["steps"] = steps
-        metrics["tokens_per_s"] = tokens / max(runtime, 1e-9)
+        metrics["tokens_per_s"] = tokens / max(runtime, 1e-9)  # of this attempt
+    metrics["steps"] = steps
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     metrics["trial_s"] = time.perf_counter() - t_start
     report(metrics)

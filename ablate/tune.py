@@ -2,29 +2,95 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs
 import ray
 from ray import tune
 
+from ablate import checkpoint
 from ablate.trial import run_trial
 
 TRIAL_KEY = "trial"
+FINAL_RECORD = "final.json"  # a trial's final metrics, written by the trial before it reports them
+KEEP_CHECKPOINTS = 2  # per trial; Ray deletes older ones (and snapshots the sweep state that often)
 
 
 def trainable(config: dict) -> None:
-    """The function Ray Tune runs for each trial."""
-    run_trial(config[TRIAL_KEY], report=tune.report)
+    """The function Ray Tune runs for each trial (without the completion record; see make_trainable)."""
+    make_trainable(None)(config)
+
+
+def make_trainable(experiment: str | None):
+    """The function Ray Tune runs for each trial, for the sweep stored at ``experiment``.
+
+    Restores from the trial's latest checkpoint when Ray retries or resumes it. Before reporting its
+    final metrics, a trial writes them to ``<trial dir>/final.json`` (atomically); a trial that
+    starts and finds that record re-reports it instead of training again. This covers the window in
+    which Ray's own record of the sweep (snapshotted every few seconds) is older than a trial's end:
+    after a driver kill, ``--resume`` restarts such a trial, which then only replays its result."""
+
+    def run(config: dict) -> None:
+        cfg = config[TRIAL_KEY]
+        record = _final_record_path(experiment, cfg) if experiment else None
+        if record is not None and (final := _read_json(*record)) is not None:
+            tune.report({**final, "replayed_final_record": True})
+            return
+        resume = None
+        if (ckpt := tune.get_checkpoint()) is not None:
+            with ckpt.as_directory() as d:
+                resume = checkpoint.load(d)
+
+        def report(metrics: dict) -> None:
+            if record is not None and "status" in metrics:
+                _write_json(*record, metrics)
+            tune.report(metrics)
+
+        def report_checkpoint(metrics: dict, directory: str) -> None:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+        run_trial(cfg, report=report, report_checkpoint=report_checkpoint, resume=resume)
+
+    run.__name__ = "trainable"  # Ray names the trials after it
+    return run
+
+
+def _dirname(cfg: dict, trial_id: str) -> str:
+    label = re.sub(r"[^A-Za-z0-9]+", "-", cfg["label"]).strip("-").lower()
+    return f"{cfg['index']:03d}-{label}-s{cfg['seed']}-{trial_id}"
 
 
 def trial_dirname(trial) -> str:
-    cfg = trial.config[TRIAL_KEY]
-    label = re.sub(r"[^A-Za-z0-9]+", "-", cfg["label"]).strip("-").lower()
-    return f"{cfg['index']:03d}-{label}-s{cfg['seed']}-{trial.trial_id}"
+    return _dirname(trial.config[TRIAL_KEY], trial.trial_id)
+
+
+def _final_record_path(experiment: str, cfg: dict) -> tuple[pyarrow.fs.FileSystem, str]:
+    fs, base = pyarrow.fs.FileSystem.from_uri(experiment)
+    return fs, f"{base}/{_dirname(cfg, tune.get_context().get_trial_id())}/{FINAL_RECORD}"
+
+
+def _read_json(fs: pyarrow.fs.FileSystem, path: str) -> dict | None:
+    try:
+        with fs.open_input_stream(path) as f:
+            return json.loads(f.readall())
+    except (FileNotFoundError, OSError, ValueError):  # absent, or unreadable: train again
+        return None
+
+
+def _write_json(fs: pyarrow.fs.FileSystem, path: str, obj: dict) -> None:
+    """Old-or-new: write a sibling temporary file, then move it (a rename on local and NFS storage;
+    object stores such as S3 publish an object only once its upload completes)."""
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(obj, default=str).encode())
+    fs.move(tmp, path)
 
 
 def storage_uri(storage: str) -> str:
@@ -95,12 +161,16 @@ def run(
     log=print,
 ) -> SweepOutcome:
     path = experiment_path(storage, name)
-    wrapped = tune.with_resources(trainable, {"cpu": resources["cpus"], "gpu": resources["gpus"]})
+    # Keeping KEEP_CHECKPOINTS per trial makes Ray snapshot the sweep state after that many checkpoints
+    # (so it never points at a deleted one); with short trials it then warns about frequent snapshots.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    wrapped = tune.with_resources(make_trainable(path), {"cpu": resources["cpus"], "gpu": resources["gpus"]})
     progress = Progress(len(trials), log)
     run_config = tune.RunConfig(
         name=name,
         storage_path=storage_uri(storage),
         failure_config=tune.FailureConfig(max_failures=max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         verbose=0,
         callbacks=[progress],
     )

@@ -48,7 +48,7 @@ def load_trial(trial_dir: Path, sweep: str) -> dict:
     row: dict = {"sweep": sweep, "trial_dir": str(trial_dir), "trial": trial_dir.name}
     try:
         cfg = json.loads((trial_dir / "params.json").read_text())["trial"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON or bytes that are not UTF-8
         return {**row, "status": "unreadable", "error": f"params.json: {e}"}
     row.update(
         label=cfg["label"], method=cfg["method"], setting=cfg["setting"], seed=cfg["seed"],
@@ -64,7 +64,9 @@ def load_trial(trial_dir: Path, sweep: str) -> dict:
         if "step" in r and "status" not in r
     ]
     error_file = trial_dir / "error.txt"
-    if error_file.is_file():
+    if error_file.is_file():  # Ray appends one "Failure # n" entry per failed attempt
+        row["failures"] = error_file.read_text(errors="replace").count("Failure #")
+    if error_file.is_file() and final is None:  # a trial that failed, was retried and finished is finished
         row["status"] = "errored"
         row["error"] = error_file.read_text(errors="replace").strip().splitlines()[-1][:500]
     elif final is None:
