@@ -48,7 +48,7 @@ def load_trial(trial_dir: Path, sweep: str) -> dict:
     row: dict = {"sweep": sweep, "trial_dir": str(trial_dir), "trial": trial_dir.name}
     try:
         cfg = json.loads((trial_dir / "params.json").read_text())["trial"]
-    except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON or bytes that are not UTF-8
+    except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON, or not UTF-8
         return {**row, "status": "unreadable", "error": f"params.json: {e}"}
     row.update(
         label=cfg["label"], method=cfg["method"], setting=cfg["setting"], seed=cfg["seed"],
