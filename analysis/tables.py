@@ -205,8 +205,13 @@ def efficiency_table(r: Results, spread: str) -> Table:
     if base is None:
         ref = "No DPO run in these sweeps, so no ratios."
     else:
+        which = (
+            base["label"]
+            if "ref." in base["label"]
+            else f"{base['label']} ({base['reference'] or 'no'} reference)"
+        )
         ref = (
-            f"Ratios are to {base['label']} ({base['reference'] or 'no'} reference, setting {base['setting']}); "
+            f"Ratios are to {which}, setting {base['setting']}; "
             "± is the ratio's std propagated from both relative stds."
         )
     caption = (

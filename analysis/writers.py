@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,11 @@ class ReportDoc:
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, disable_numparse=True) if not frame.empty else "_(none)_"
+    """A pipe table: the first two columns (names) left-aligned, the numbers right-aligned."""
+    if frame.empty:
+        return "_(none)_"
+    align = ["left"] * min(2, frame.shape[1]) + ["right"] * max(frame.shape[1] - 2, 0)
+    return frame.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
 LATEX_SPECIAL = {
@@ -52,7 +57,14 @@ LATEX_SPECIAL = {
 
 
 def latex_escape(text) -> str:
-    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    """Text to LaTeX: specials escaped, Greek and symbols in math mode, `code` in typewriter."""
+    out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return re.sub(r"`([^`]+)`", r"\\texttt{\1}", out)
+
+
+def html_text(text) -> str:
+    """Text to HTML: escaped, `code` in <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text)))
 
 
 def to_latex(table: Table) -> str:
@@ -172,7 +184,7 @@ def _img(fig: Figure) -> str:
     links = f' <span class="links">(<a href="{fig.svg.name}">SVG</a>)</span>' if fig.svg else ""
     return (
         f'<figure id="fig-{fig.name}"><img src="data:image/png;base64,{data}" alt="{html.escape(fig.title)}">'
-        f"<figcaption><strong>{html.escape(fig.title)}.</strong> {html.escape(fig.caption)}{links}</figcaption></figure>"
+        f"<figcaption><strong>{html.escape(fig.title)}.</strong> {html_text(fig.caption)}{links}</figcaption></figure>"
     )
 
 
@@ -185,9 +197,9 @@ def html_report(doc: ReportDoc) -> str:
         f"<h1>Report: {esc(doc.name)}</h1>",
         f"<p>Sweeps: {esc(', '.join(doc.sweeps))}. {esc(_status_line(doc.counts))}</p>",
         _html_table(doc.counts, cls="counts"),
-        f'<p class="rule"><strong>Best setting.</strong> {esc(doc.rule)}</p>',
+        f'<p class="rule"><strong>Best setting.</strong> {html_text(doc.rule)}</p>',
     ]
-    parts += [f'<p class="note">{esc(n)}</p>' for n in doc.notes]
+    parts += [f'<p class="note">{html_text(n)}</p>' for n in doc.notes]
     toc = []
     body = []
     for title, table_names, fig_names in SECTIONS:
@@ -199,7 +211,7 @@ def html_report(doc: ReportDoc) -> str:
         body.append(f'<h2 id="{anchor}">{esc(title)}</h2>')
         for t in tables:
             cap = (
-                f"<strong>{esc(t.title)}.</strong> {esc(t.caption)} "
+                f"<strong>{esc(t.title)}.</strong> {html_text(t.caption)} "
                 f'<span class="links">(<a href="{t.name}.csv">CSV</a>, <a href="{t.name}.tex">LaTeX</a>, '
                 f'<a href="{t.name}.md">Markdown</a>)</span>'
             )
