@@ -130,6 +130,20 @@ def config_key(cfg: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+TASK_KEYS = ("data", "model", "evaluation")
+
+
+def task_key(cfg: dict) -> str:
+    """Short hash of what methods are compared on: data, model, evaluation and the SFT start point.
+    The best settings of a report's methods should share one."""
+    shown = {k: cfg.get(k) for k in TASK_KEYS}
+    start = cfg.get("start")
+    if isinstance(start, dict) and start.get("path"):
+        shown["start_id"] = Path(str(start["path"])).name
+    text = json.dumps(shown, sort_keys=True, default=_json_default)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def _error_line(text: str) -> str:
     """The exception line of a Ray ``error.txt`` (its last non-empty line)."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
@@ -150,6 +164,7 @@ def _config_columns(cfg: dict) -> dict:
         "seed": cfg.get("seed", 0),
         "reference": cfg.get("reference"),
         "config_key": config_key(cfg),
+        "task_key": task_key(cfg),
         "sweep_metric": cfg.get("metric"),
         "sweep_mode": cfg.get("mode"),
         "length_bias": task.get("length_bias"),

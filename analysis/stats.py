@@ -20,7 +20,7 @@ from scipy import stats as st
 
 from analysis.load import FINISHED
 
-SETTING_COLUMNS = ["label", "method", "setting", "reference", "config_key"]
+SETTING_COLUMNS = ["label", "method", "setting", "reference", "config_key", "task_key"]
 CONFIDENCE = 0.95
 SELECTION_RULE = (
     "For each method, its best setting is the one with the best mean of `{metric}` over its finished "
@@ -366,6 +366,13 @@ def analyze(df: pd.DataFrame, metric: str, mode: str) -> Results:
     if missing:
         notes.append(
             f"No finished trial of {', '.join(missing)} reported `{metric}`; left out of the method tables."
+        )
+    if "task_key" in best.columns and best["task_key"].nunique() > 1:
+        groups = best.groupby("task_key", sort=False)["label"].apply(lambda x: ", ".join(x))
+        notes.append(
+            "The methods' best settings come from different data, model or evaluation configs, so they are not "
+            "directly comparable: " + "; ".join(f"[{g}]" for g in groups) + ". Compare within a group, or "
+            "pass sweeps of one task."
         )
     base = baseline_row(best)
     if base is not None:

@@ -99,6 +99,8 @@ def main_table(r: Results, spread: str) -> Table:
         row = {"Method": b["label"], "Setting": b["setting"]}
         row.update({header(m): fmt_stat(b, m, spread) for m in MAIN})
         row["Seeds"] = int(b["seeds"])
+        if r.trials["sweep"].nunique() > 1:
+            row["Sweeps"] = b["sweeps"]
         rows.append(row)
     caption = (
         f"Each method at its best setting by `{r.metric}` ({r.mode}); {SPREAD_NOTE[spread]}. "
@@ -107,7 +109,7 @@ def main_table(r: Results, spread: str) -> Table:
     )
     return Table(
         "main", "Main comparison (Table 4)", caption, pd.DataFrame(rows),
-        _numeric(r.best, ["label", "setting", "config_key", "seeds", "seed_list"], MAIN),
+        _numeric(r.best, ["label", "setting", "config_key", "seeds", "seed_list", "sweeps"], MAIN),
     )  # fmt: skip
 
 

@@ -266,3 +266,16 @@ def test_report_exits_2_on_an_unknown_metric(tmp_path, capsys):
     sweep = paper_like_sweep(tmp_path / "results")
     assert report.main([str(sweep), "--out", str(tmp_path / "r"), "--metric", "bleu"]) == 2
     assert "reward_accuracy" in capsys.readouterr().err  # lists the metrics there are
+
+
+def test_methods_on_different_tasks_get_a_warning(tmp_path):
+    write_trial(
+        tmp_path / "a", "000", trial_config("SimPO", "simpo", {"gamma": 0.5}, 0), metrics(0.6, 0.5, 5, 8, 900)
+    )
+    other = trial_config(
+        "DPO", "dpo", {}, 0, reference="online", data={"task": {"version": 1, "length_bias": 0.0}}
+    )
+    write_trial(tmp_path / "b", "000", other, metrics(0.6, 0.5, 5, 8, 900))
+    r = stats.analyze(load_trials(find_sweeps([tmp_path])), "reward_accuracy", "max")
+    assert any("not directly comparable" in n and "[DPO]" in n and "[SimPO]" in n for n in r.notes)
+    assert "Sweeps" in tables.main_table(r, "std").display.columns
