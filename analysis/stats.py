@@ -228,6 +228,8 @@ def param_importances(df: pd.DataFrame, metric: str, mode: str, min_trials: int 
     ``metric`` next to it. Columns: label, param, importance, spearman, trials."""
     import optuna  # imported here: only sweeps with several swept hyperparameters need it
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line per method
+
     done = finished(df)
     done = done[done[metric].notna()] if metric in done.columns else done.iloc[0:0]
     rows = []
@@ -322,7 +324,9 @@ def length_logp(records: list[dict]) -> tuple[np.ndarray, np.ndarray, float]:
             for r in records
         ]
     )
-    rho = float(st.spearmanr(avg, lengths).statistic) if len(avg) > 2 else math.nan
+    rho = math.nan
+    if len(avg) > 2 and np.ptp(avg) > 0 and np.ptp(lengths) > 0:  # undefined for a constant input
+        rho = float(st.spearmanr(avg, lengths).statistic)
     return lengths, avg, rho
 
 

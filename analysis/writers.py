@@ -40,11 +40,20 @@ class ReportDoc:
     notes: list[str] = field(default_factory=list)
 
 
+NUMBER = re.compile(r"^([-+]?\d[\d,]*(\.\d+)?( ± \S+| \[.*\])?|–)$")
+
+
+def numeric_column(values) -> bool:
+    """Whether a column of cells holds numbers (``0.5``, ``0.5 ± 0.1``, ``0.5 [0.4, 0.6]``, ``–``)."""
+    cells = [str(v) for v in values if str(v) not in ("", "nan")]
+    return bool(cells) and all(NUMBER.match(c) for c in cells)
+
+
 def to_markdown(frame: pd.DataFrame) -> str:
-    """A pipe table: the first two columns (names) left-aligned, the numbers right-aligned."""
+    """A pipe table: numbers right-aligned, text left-aligned."""
     if frame.empty:
         return "_(none)_"
-    align = ["left"] * min(2, frame.shape[1]) + ["right"] * max(frame.shape[1] - 2, 0)
+    align = ["right" if numeric_column(frame[c]) else "left" for c in frame.columns]
     return frame.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
@@ -70,7 +79,7 @@ def html_text(text) -> str:
 def to_latex(table: Table) -> str:
     """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
     frame = table.display
-    align = "l" * min(2, frame.shape[1]) + "r" * max(frame.shape[1] - 2, 0)
+    align = "".join("r" if numeric_column(frame[c]) else "l" for c in frame.columns)
     lines = [
         r"\begin{table}[t]",
         r"\centering",
@@ -148,10 +157,11 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width:
        padding: 0 20px; color: #1d1d1f; line-height: 1.45; }
 h1 { font-size: 1.7em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: 8px 0 18px; font-size: 0.9em; }
-th, td { padding: 4px 10px; text-align: right; border-bottom: 1px solid #e5e5e5; white-space: nowrap; }
-th { border-bottom: 2px solid #333; background: #fafafa; }
-td:first-child, th:first-child, td:nth-child(2), th:nth-child(2) { text-align: left; }
-table.problems td { white-space: normal; text-align: left; max-width: 700px; }
+th, td { padding: 4px 10px; text-align: left; border-bottom: 1px solid #e5e5e5; white-space: nowrap; }
+th.num, td.num { text-align: right; }
+th { border-bottom: 2px solid #333; background: #fafafa; white-space: normal; max-width: 150px; vertical-align: bottom; }
+.scroll { overflow-x: auto; }
+table.problems td { white-space: normal; max-width: 700px; }
 caption { caption-side: top; text-align: left; font-size: 0.95em; padding: 4px 0; max-width: 1200px; }
 figure { margin: 10px 0 26px; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; max-width: 1100px; }
@@ -164,13 +174,16 @@ figcaption { font-size: 0.9em; color: #444; max-width: 1100px; }
 def _html_table(frame: pd.DataFrame, caption: str = "", cls: str = "") -> str:
     if frame.empty:
         return "<p><em>(none)</em></p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    num = [' class="num"' if numeric_column(frame[c]) else "" for c in frame.columns]
+    head = "".join(f"<th{a}>{html.escape(str(c))}</th>" for c, a in zip(frame.columns, num, strict=True))
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+        "<tr>"
+        + "".join(f"<td{a}>{html.escape(_cell(v))}</td>" for v, a in zip(row, num, strict=True))
+        + "</tr>"
         for row in frame.itertuples(index=False)
     )
     cap = f"<caption>{caption}</caption>" if caption else ""
-    return f'<table class="{cls}">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="scroll"><table class="{cls}">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _cell(v) -> str:
