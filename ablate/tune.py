@@ -18,7 +18,23 @@ TRIAL_KEY = "trial"
 
 def trainable(config: dict) -> None:
     """The function Ray Tune runs for each trial."""
-    run_trial(config[TRIAL_KEY], report=tune.report)
+    run_trial(config[TRIAL_KEY], report=tune.report, save_artifact=save_to_trial_dir)
+
+
+def save_to_trial_dir(name: str, data: bytes) -> None:
+    """Write a file into this trial's directory in storage (a local path or a URI), at once.
+
+    Files in the trial's working directory reach storage only with ``SyncConfig(sync_artifacts=True)``
+    and then on a timer (every 5 min by default, none forced at the trial's end), so a small result
+    file goes straight through the storage filesystem instead: written under a temporary name, then
+    moved, so a reader sees the whole file or none."""
+    storage = tune.get_context().get_storage()
+    fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
+    fs.create_dir(trial_dir, recursive=True)
+    tmp = f"{trial_dir}/.{name}.{os.getpid()}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, f"{trial_dir}/{name}")
 
 
 def trial_dirname(trial) -> str:
