@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats
 
+from analysis.stats import t_interval
+
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, MISSING = (
     "reproduced",
     "not reproduced",
@@ -32,17 +34,15 @@ class Interval:
         return f"{self.mean:.3f} [{self.lo:.3f}, {self.hi:.3f}] (n={self.n})"
 
 
-def interval(values, confidence: float = 0.95) -> Interval:
-    """Mean and two-sided t-interval; with one value the interval is unbounded (nothing is decided)."""
+def interval(values) -> Interval:
+    """Mean and 95 % t-interval; with one value the interval is unbounded (nothing is decided)."""
     v = pd.Series(values, dtype=float).dropna()
-    n = len(v)
-    if n == 0:
+    if v.empty:
         return Interval(math.nan, math.nan, math.nan, 0)
-    mean = float(v.mean())
-    if n == 1:
-        return Interval(mean, -math.inf, math.inf, 1)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n)
+    if len(v) == 1:
+        return Interval(float(v.iloc[0]), -math.inf, math.inf, 1)
+    lo, hi = t_interval(v.tolist())
+    return Interval(float(v.mean()), lo, hi, len(v))
 
 
 def verdict(a: Interval, b: Interval, expect: str) -> str:
@@ -65,7 +65,8 @@ def best_setting(df: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFra
 
 
 def _label(done: pd.DataFrame, label: str) -> pd.DataFrame:
-    return done[done["label"] == label]
+    # The loader may suffix a label with its reference mode, e.g. "DPO (online ref.)".
+    return done[(done["label"] == label) | done["label"].str.startswith(label + " (")]
 
 
 def _gamma0(done: pd.DataFrame) -> pd.DataFrame:
@@ -199,6 +200,12 @@ def _gamma_claims(simpo_all: pd.DataFrame, gamma0: pd.DataFrame) -> list[dict]:
                 "measured": f"gamma=0: {zero} vs best gamma={best}: {win[best]}",
                 "verdict": NOT_REPRODUCED if best == 0.0 else verdict(zero, win[best], "<")})  # fmt: skip
     return out
+
+
+def applies(df: pd.DataFrame) -> bool:
+    """A findings section needs SimPO and at least one of its comparisons in the sweep."""
+    labels = set(df.loc[df["status"] == "finished", "label"].dropna())
+    return "SimPO" in labels and bool(labels & {"SimPO w/o LN", "DPO", "DPO (online ref.)"})
 
 
 def findings_markdown(table: pd.DataFrame, metric: str) -> str:

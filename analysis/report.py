@@ -64,7 +64,7 @@ def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: s
     """Aggregate ``df`` (from ``load_trials``) and write every file of the report; returns report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = stats.analyze(df, metric, mode)
-    table_list = tables.build_tables(results, spread)
+    table_list = tables.build_tables(results, spread, df, metric)
     for t in table_list:
         writers.write_table(t, out_dir)
     figures = plots.build_figures(results, out_dir, spread)

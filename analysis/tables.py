@@ -325,8 +325,25 @@ def settings_table(r: Results, spread: str) -> Table:
     return Table("settings", "All settings", caption, pd.DataFrame(rows), summary)
 
 
-def build_tables(r: Results, spread: str = "std") -> list[Table]:
-    tables = [main_table(r, spread), ablation_table(r, spread), length_table(r, spread),
+def findings_table(df: pd.DataFrame, metric: str) -> Table | None:
+    """The paper's findings with verdicts (analysis.findings), when the sweep has what they compare."""
+    from analysis import findings
+
+    if df.empty or not findings.applies(df):
+        return None
+    data = findings.findings(df, metric)
+    caption = (
+        f"The SimPO paper's findings on these trials. Each method at its best setting by mean `{metric}` "
+        "(ties: lower std); means with 95 % t-intervals over seeds. Reproduced: intervals disjoint in the "
+        "paper's direction; not reproduced: disjoint the other way; inconclusive: they overlap."
+    )
+    return Table("findings", "The paper's findings", caption, data.astype(str), data)
+
+
+def build_tables(
+    r: Results, spread: str = "std", df: pd.DataFrame | None = None, metric: str = ""
+) -> list[Table]:
+    tables = [findings_table(df if df is not None else pd.DataFrame(), metric), main_table(r, spread), ablation_table(r, spread), length_table(r, spread),
               efficiency_table(r, spread), agreement_table(r, spread), sensitivity_table(r, spread),
               importance_table(r), settings_table(r, spread)]  # fmt: skip
     return [t for t in tables if t is not None]

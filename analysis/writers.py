@@ -17,6 +17,7 @@ from analysis.tables import Table
 
 # The report's sections: (title, table names, figure names or name prefixes ending in "-").
 SECTIONS = [
+    ("The paper's findings", ["findings"], []),
     ("Main comparison", ["main"], []),
     ("Ablation", ["ablation"], []),
     ("Hyperparameter sensitivity", ["sensitivity", "importance"], ["gamma", "sensitivity-"]),
