@@ -309,6 +309,8 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
         "evaluation": spec.evaluation.model_dump(),
         "cache_dir": spec.cache_dir,
         "resources": spec.resources.model_dump(),
+        "metric": spec.metric,  # recorded for the report's best-setting rule
+        "mode": spec.mode,
     }
     for entry in spec.methods:
         for hp in _grid_points(entry.hparams):

@@ -20,12 +20,21 @@ import torch
 from ablate import checkpoint as ckpt_mod
 from ablate import data as data_mod
 from ablate import faults, losses, models
-from ablate.evaluate import PairLogps, generate, generation_metrics, pair_logps, preference_metrics
+from ablate.evaluate import (
+    PairLogps,
+    generate,
+    generation_metrics,
+    heldout_records,
+    pair_logps,
+    preference_metrics,
+)
 from ablate.startpoint import cache_key
 from ablate.train import Diverged, TrainSettings, sequence_logps, train
 
 Report = Callable[[dict], None]
 ReportCheckpoint = Callable[[dict, str], None]  # (metrics, checkpoint directory)
+SaveArtifact = Callable[[str, bytes], None]  # (file name, content) -> a file in the trial's directory
+HELDOUT_FILE = "heldout.json"  # per-response held-out data, read by analysis/ for its figures
 
 
 def seed_everything(seed: int) -> None:
@@ -88,14 +97,19 @@ def precomputed_reference(cfg: dict, start: str, pairs: list, name: str, device,
 
 
 def run_trial(
-    cfg: dict, report: Report, report_checkpoint: ReportCheckpoint | None = None, resume: dict | None = None
+    cfg: dict,
+    report: Report,
+    save_artifact: SaveArtifact | None = None,
+    report_checkpoint: ReportCheckpoint | None = None,
+    resume: dict | None = None,
 ) -> dict:
     """Train and evaluate one policy; report training metrics every ``log_every`` steps and the final ones.
 
-    With ``report_checkpoint``, every ``training.checkpoint_every`` steps the metrics are reported
-    through it together with a checkpoint directory (``ablate.checkpoint``); ``resume`` is such a
-    checkpoint's state, from which training continues. A loss that becomes NaN or infinite ends the
-    trial at once with status ``diverged: ...`` and its last finite training metrics."""
+    ``save_artifact``, when given, receives ``heldout.json`` (per-response held-out data) before the
+    final report. With ``report_checkpoint``, every ``training.checkpoint_every`` steps the metrics
+    are reported through it together with a checkpoint directory (``ablate.checkpoint``); ``resume``
+    is such a checkpoint's state, from which training continues. A loss that becomes NaN or infinite
+    ends the trial at once with status ``diverged: ...`` and its last finite training metrics."""
     t_start = time.perf_counter()
     device = models.pick_device()
     torch.set_num_threads(max(1, int(cfg.get("resources", {}).get("cpus", 1))))
@@ -214,9 +228,12 @@ def run_trial(
     if start_step:
         metrics["resumed_from_step"] = start_step
     if status == "finished":
+        records: dict = {}
         metrics.update(
-            evaluate_policy(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device)
+            evaluate_policy(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device, records)
         )
+        if save_artifact is not None:
+            save_artifact(HELDOUT_FILE, json.dumps(records).encode())
         metrics["tokens_per_s"] = tokens / max(runtime, 1e-9)  # of this attempt
     metrics["steps"] = steps
     metrics["peak_memory_mb"] = peak_memory_mb(device)
@@ -226,8 +243,9 @@ def run_trial(
 
 
 def evaluate_policy(
-    cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device
+    cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device, records: dict | None = None
 ) -> dict[str, float]:
+    """Held-out metrics; ``records``, when given, is filled with the per-response data (``heldout_records``)."""
     ev = cfg["evaluation"]
     pad = tokenizer.pad_token_id
     pol = pair_logps(policy, eval_pairs, ev["batch_size"], pad, device)
@@ -237,6 +255,7 @@ def evaluate_policy(
     elif cfg["reference"] == "precomputed":
         ref = precomputed_reference(cfg, start, eval_pairs, "eval", device, pad)
     metrics = preference_metrics(cfg["method"], cfg["hparams"], pol, ref)
+    generations = None
     if ev["generate"]:
         n = ev["num_prompts"]
         prompts = [p.prompt_ids for p in eval_pairs[:n]]
@@ -244,4 +263,7 @@ def evaluate_policy(
         baseline = cfg["start"]["baseline"]
         baseline = json.loads(Path(baseline).read_text()) if baseline else None
         metrics.update(generation_metrics([r["prompt"] for r in eval_rows[:n]], texts, counts, baseline))
+        generations = ([r["prompt"] for r in eval_rows[:n]], texts, counts, baseline)
+    if records is not None:
+        records.update(heldout_records(cfg["method"], cfg["hparams"], pol, ref, generations))
     return metrics

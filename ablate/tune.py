@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.fs
 import ray
 from ray import tune
 
@@ -22,75 +21,66 @@ KEEP_CHECKPOINTS = 2  # per trial; Ray deletes older ones (and snapshots the swe
 
 
 def trainable(config: dict) -> None:
-    """The function Ray Tune runs for each trial (without the completion record; see make_trainable)."""
-    make_trainable(None)(config)
-
-
-def make_trainable(experiment: str | None):
-    """The function Ray Tune runs for each trial, for the sweep stored at ``experiment``.
+    """The function Ray Tune runs for each trial.
 
     Restores from the trial's latest checkpoint when Ray retries or resumes it. Before reporting its
     final metrics, a trial writes them to ``<trial dir>/final.json`` (atomically); a trial that
     starts and finds that record re-reports it instead of training again. This covers the window in
     which Ray's own record of the sweep (snapshotted every few seconds) is older than a trial's end:
     after a driver kill, ``--resume`` restarts such a trial, which then only replays its result."""
+    final = read_from_trial_dir(FINAL_RECORD)
+    if final is not None:
+        tune.report({**final, "replayed_final_record": True})
+        return
+    resume = None
+    if (ckpt := tune.get_checkpoint()) is not None:
+        with ckpt.as_directory() as d:
+            resume = checkpoint.load(d)
 
-    def run(config: dict) -> None:
-        cfg = config[TRIAL_KEY]
-        record = _final_record_path(experiment, cfg) if experiment else None
-        if record is not None and (final := _read_json(*record)) is not None:
-            tune.report({**final, "replayed_final_record": True})
-            return
-        resume = None
-        if (ckpt := tune.get_checkpoint()) is not None:
-            with ckpt.as_directory() as d:
-                resume = checkpoint.load(d)
+    def report(metrics: dict) -> None:
+        if "status" in metrics:
+            save_to_trial_dir(FINAL_RECORD, json.dumps(metrics, default=str).encode())
+        tune.report(metrics)
 
-        def report(metrics: dict) -> None:
-            if record is not None and "status" in metrics:
-                _write_json(*record, metrics)
-            tune.report(metrics)
+    def report_checkpoint(metrics: dict, directory: str) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
-        def report_checkpoint(metrics: dict, directory: str) -> None:
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-
-        run_trial(cfg, report=report, report_checkpoint=report_checkpoint, resume=resume)
-
-    run.__name__ = "trainable"  # Ray names the trials after it
-    return run
+    run_trial(
+        config[TRIAL_KEY], report=report, save_artifact=save_to_trial_dir,
+        report_checkpoint=report_checkpoint, resume=resume,
+    )  # fmt: skip
 
 
-def _dirname(cfg: dict, trial_id: str) -> str:
-    label = re.sub(r"[^A-Za-z0-9]+", "-", cfg["label"]).strip("-").lower()
-    return f"{cfg['index']:03d}-{label}-s{cfg['seed']}-{trial_id}"
+def save_to_trial_dir(name: str, data: bytes) -> None:
+    """Write a file into this trial's directory in storage (a local path or a URI), at once.
+
+    Files in the trial's working directory reach storage only with ``SyncConfig(sync_artifacts=True)``
+    and then on a timer (every 5 min by default, none forced at the trial's end), so a small result
+    file goes straight through the storage filesystem instead: written under a temporary name, then
+    moved, so a reader sees the whole file or none."""
+    storage = tune.get_context().get_storage()
+    fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
+    fs.create_dir(trial_dir, recursive=True)
+    tmp = f"{trial_dir}/.{name}.{os.getpid()}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, f"{trial_dir}/{name}")
 
 
-def trial_dirname(trial) -> str:
-    return _dirname(trial.config[TRIAL_KEY], trial.trial_id)
-
-
-def _final_record_path(experiment: str, cfg: dict) -> tuple[pyarrow.fs.FileSystem, str]:
-    fs, base = pyarrow.fs.FileSystem.from_uri(experiment)
-    return fs, f"{base}/{_dirname(cfg, tune.get_context().get_trial_id())}/{FINAL_RECORD}"
-
-
-def _read_json(fs: pyarrow.fs.FileSystem, path: str) -> dict | None:
+def read_from_trial_dir(name: str) -> dict | None:
+    """A JSON file of this trial's directory in storage; None if absent or unreadable (then: train)."""
+    storage = tune.get_context().get_storage()
     try:
-        with fs.open_input_stream(path) as f:
+        with storage.storage_filesystem.open_input_stream(f"{storage.trial_fs_path}/{name}") as f:
             return json.loads(f.readall())
-    except (FileNotFoundError, OSError, ValueError):  # absent, or unreadable: train again
+    except (FileNotFoundError, OSError, ValueError):
         return None
 
 
-def _write_json(fs: pyarrow.fs.FileSystem, path: str, obj: dict) -> None:
-    """Old-or-new: write a sibling temporary file, then move it (a rename on local and NFS storage;
-    object stores such as S3 publish an object only once its upload completes)."""
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(obj, default=str).encode())
-    fs.move(tmp, path)
+def trial_dirname(trial) -> str:
+    cfg = trial.config[TRIAL_KEY]
+    label = re.sub(r"[^A-Za-z0-9]+", "-", cfg["label"]).strip("-").lower()
+    return f"{cfg['index']:03d}-{label}-s{cfg['seed']}-{trial.trial_id}"
 
 
 def storage_uri(storage: str) -> str:
@@ -164,7 +154,7 @@ def run(
     # Keeping KEEP_CHECKPOINTS per trial makes Ray snapshot the sweep state after that many checkpoints
     # (so it never points at a deleted one); with short trials it then warns about frequent snapshots.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    wrapped = tune.with_resources(make_trainable(path), {"cpu": resources["cpus"], "gpu": resources["gpus"]})
+    wrapped = tune.with_resources(trainable, {"cpu": resources["cpus"], "gpu": resources["gpus"]})
     progress = Progress(len(trials), log)
     run_config = tune.RunConfig(
         name=name,
