@@ -132,6 +132,7 @@ def test_raising_trial_is_retried_then_recorded_as_errored_and_others_finish(fau
     assert error.count("InjectedFault: injected fault at step 2") == 2
     assert 'File "' in error and "ablate/faults.py" in error  # the traceback, down to the raise
     assert (trials[1] / "error.pkl").is_file()
+    print(f"fault sweep (4 trials, 2 failing attempts of B, 1 of D): {fault_sweep['wall_s']:.1f}s")
     assert final_row(trials[0])["status"] == "finished" and final_row(trials[0])["steps"] == STEPS
 
 
