@@ -166,3 +166,27 @@ def load_splits(data: dict) -> tuple[list[dict], list[dict]]:
     return load_rows(data["source"], data["train_split"], fields), load_rows(
         data["source"], data["eval_split"], fields
     )
+
+
+def file_columns(path: Path) -> list[str]:
+    """Field names of a local .jsonl/.json/.parquet data file, read cheaply (first row or schema) so a
+    sweep can be checked before launching."""
+    import json
+
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        with path.open(encoding="utf-8") as f:
+            if path.suffix == ".jsonl":
+                first = next((line for line in f if line.strip()), "")
+                row = json.loads(first) if first else None
+            else:
+                content = json.load(f)
+                row = content[0] if isinstance(content, list) and content else content
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"cannot read {path} ({e})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path} does not hold JSON objects (one preference pair per object)")
+    return list(row)

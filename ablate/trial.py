@@ -6,6 +6,7 @@ and a ``report(metrics)`` callback; ``ablate.tune`` passes Ray Tune's."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import resource
@@ -141,10 +142,19 @@ def run_trial(cfg: dict, report: Report) -> dict:
         return loss, {"train_loss": loss.item(), "train_reward_accuracy": (r_w > r_l).float().mean().item()}
 
     last: dict[str, float] = {}
+    every = cfg["evaluation"].get("every_steps")
+    next_eval = [every]
+    # The last step is evaluated in full right after training; a periodic evaluation there would only
+    # give an early-stopping scheduler the chance to stop a trial that is already done.
+    last_step = math.ceil(math.ceil(len(train_pairs) / tr["batch_size"]) / tr["grad_accum"]) * tr["epochs"]
 
     def on_log(step: int, logged: dict, _state: dict) -> None:
         last.update(logged)
-        report({"step": step, **logged})
+        held_out = {}
+        if every and next_eval[0] <= step < last_step:  # periodic held-out metrics, for early stopping
+            next_eval[0] = (step // every + 1) * every
+            held_out = held_out_preference(cfg, policy, ref_model, eval_pairs, start, device, pad)
+        report({"step": step, **logged, **held_out})
 
     settings = TrainSettings(
         learning_rate=tr["learning_rate"], epochs=tr["epochs"], grad_accum=tr["grad_accum"],
@@ -174,6 +184,19 @@ def run_trial(cfg: dict, report: Report) -> dict:
     metrics["trial_s"] = time.perf_counter() - t_start
     report(metrics)
     return metrics
+
+
+def held_out_preference(cfg, policy, ref_model, eval_pairs, start, device, pad) -> dict[str, float]:
+    """Reward accuracy and margin on the held-out pairs, without generation: cheap enough to report
+    during training (``evaluation.every_steps``) for an early-stopping scheduler."""
+    pol = pair_logps(policy, eval_pairs, cfg["evaluation"]["batch_size"], pad, device)
+    ref = None
+    if ref_model is not None:
+        ref = pair_logps(ref_model, eval_pairs, cfg["evaluation"]["batch_size"], pad, device)
+    elif cfg["reference"] == "precomputed":
+        ref = precomputed_reference(cfg, start, eval_pairs, "eval", device, pad)
+    m = preference_metrics(cfg["method"], cfg["hparams"], pol, ref)
+    return {"reward_accuracy": m["reward_accuracy"], "reward_margin": m["reward_margin"]}
 
 
 def evaluate_policy(

@@ -59,7 +59,7 @@ def load_trial(trial_dir: Path, sweep: str) -> dict:
     results = _read_results(trial_dir / "result.json")
     final = next((r for r in reversed(results) if "status" in r), None)
     row["history"] = [
-        {k: r[k] for k in ("step", "train_loss", "train_reward_accuracy") if k in r}
+        {k: r[k] for k in ("step", "train_loss", "train_reward_accuracy", "reward_accuracy") if k in r}
         for r in results
         if "step" in r and "status" not in r
     ]
@@ -67,6 +67,12 @@ def load_trial(trial_dir: Path, sweep: str) -> dict:
     if error_file.is_file():
         row["status"] = "errored"
         row["error"] = error_file.read_text(errors="replace").strip().splitlines()[-1][:500]
+    elif final is None and results and results[-1].get("done"):
+        # Stopped by the early-stopping scheduler (Tune marks the deciding result done); keep the
+        # metrics it had reported by then.
+        row["status"] = "stopped"
+        row["error"] = f"stopped early by the scheduler at step {results[-1].get('step', '?')}"
+        final = {k: v for k, v in results[-1].items() if k in METRICS}
     elif final is None:
         row["status"] = "unfinished"
     else:

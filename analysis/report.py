@@ -31,7 +31,21 @@ def write_report(df, name: str, out_dir: Path) -> Path:
         table.to_markdown(index=False),
         "",
     ]
-    problems = df[df["status"] != "finished"]
+    stopped = df[df["status"] == "stopped"]
+    if not stopped.empty:
+        lines += [
+            "## Trials stopped early by the scheduler",
+            "",
+            "Held-out reward accuracy when stopped.",
+            "",
+        ]
+        for _, r in stopped.iterrows():
+            lines.append(
+                f"- {r.get('trial')}: {r.get('setting')}, {r.get('error', '')}, "
+                f"reward_accuracy {r.get('reward_accuracy', float('nan')):.3f}"
+            )
+        lines.append("")
+    problems = df[~df["status"].isin(["finished", "stopped"])]
     if not problems.empty:
         lines += ["## Trials that did not finish", ""]
         for _, r in problems.iterrows():
