@@ -6,6 +6,7 @@ prepares the SFT start point, runs the trials on Ray Tune and prints a summary."
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
@@ -88,9 +89,14 @@ def print_search_dry_run(spec) -> None:
     print(f"{sum(e.trials for e in plan)} trials")
 
 
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + SETTINGS
+
+
 def check_address(address: str | None) -> str | None:
-    """Why ``--address`` cannot be reached (a TCP connect to its host:port, 3 s), or None. Checked
-    before anything starts, so a typo costs seconds, not an SFT run and a Ray start-up."""
+    """Why ``--address`` is not a reachable Ray cluster, or None; checked before anything starts (3 s at
+    most), so a typo costs no SFT run and no Ray start-up. A Ray head (GCS or Ray Client) is a gRPC server:
+    it answers the HTTP/2 preface with a SETTINGS frame, where ``ray.init`` on some other service that
+    accepts the connection but stays silent would wait forever."""
     if not address or address in ("auto", "local"):
         return None
     hostport = address.split("://", 1)[-1].rstrip("/")
@@ -98,9 +104,18 @@ def check_address(address: str | None) -> str | None:
     if not host or not port.isdigit():
         return "it is not host:port"
     try:
-        socket.create_connection((host, int(port)), timeout=3).close()
+        with socket.create_connection((host, int(port)), timeout=3) as sock:
+            if os.environ.get("RAY_USE_TLS", "0") not in ("0", ""):
+                return None  # a TLS head answers only after a handshake; leave it to ray.init
+            sock.settimeout(3)
+            sock.sendall(HTTP2_PREFACE)
+            head = sock.recv(9)
+    except TimeoutError:
+        return f"{host}:{port} accepts connections but does not answer like a Ray head (no gRPC)"
     except OSError as e:
         return f"nothing answers at {host}:{port} ({e.strerror or e})"
+    if len(head) < 9 or head[3] != 0x04:
+        return f"{host}:{port} does not answer like a Ray head (no gRPC)"
     return None
 
 
@@ -181,6 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     t0 = time.time()
+    try:  # before the SFT start point, so a wrong address costs no training
+        tune.connect(args.address)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        print(f"error: --address {args.address}: cannot connect to a Ray cluster ({e}). "
+              "Check the address (host:port of the head's GCS, e.g. 10.0.0.1:6379) or omit it to run locally.",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_BAD_INPUT
     start = startpoint.prepare(
         spec.model.model_dump(),
         spec.data.model_dump(),
@@ -191,13 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     for t in trials:
         t["start"] = start
         t["cache_dir"] = trials_cache_dir(spec)
-    try:
-        tune.connect(args.address)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        print(f"error: --address {args.address}: cannot connect to a Ray cluster ({e}). "
-              "Check the address (host:port of the head's GCS, e.g. 10.0.0.1:6379) or omit it to run locally.",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_BAD_INPUT
     searcher = None
     if spec.search != "grid":
         searcher = tune.SweepSearcher(spec, {"start": start, "cache_dir": trials_cache_dir(spec)})

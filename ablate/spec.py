@@ -355,6 +355,15 @@ def _check_spaces(path: Path, spec: SweepSpec, i: int, entry: MethodEntry) -> No
                     f"{where}: a {value.kind} range cannot be enumerated by grid search. "
                     "Use `grid: [...]` or set `search: random` / `search: optuna` with `num_samples`."
                 )
+            if (
+                section == "training"
+                and value.kind in ("uniform", "loguniform")
+                and TrainingConfig.model_fields[key].annotation is not float
+            ):
+                raise SpecError(
+                    f"{where}: training.{key} takes whole numbers, which a {value.kind} range does not draw. "
+                    f"Write `randint: [{int(value.values[0])}, {int(value.values[1])}]` (both ends included)."
+                )
             if spec.search != "grid" and value.kind == "grid":
                 raise SpecError(
                     f"{where}: `grid` enumerates values for `search: grid`; with `search: {spec.search}` "

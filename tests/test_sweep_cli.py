@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import textwrap
 
 import pytest
@@ -60,6 +61,7 @@ BAD = {
     "num_samples with grid": ("name: x\nmethods: [{method: simpo}]\nnum_samples: 4\n", ["num_samples", "seeds: [0, 1, 2]"]),
     "range in a grid search": ("name: x\nmethods: [{method: simpo, hparams: {beta: {uniform: [1, 2]}}}]\n", ["methods.0.hparams.beta", "search: optuna"]),
     "grid in an optuna search": ("name: x\nmethods: [{method: simpo, hparams: {beta: {grid: [1, 2]}}}]\nsearch: optuna\nnum_samples: 2\n", ["methods.0.hparams.beta", "choice: [1, 2]"]),
+    "float range for a whole number": ("name: x\nmethods: [{method: simpo, training: {batch_size: {uniform: [8, 32]}}}]\nsearch: random\nnum_samples: 2\n", ["methods.0.training.batch_size", "randint: [8, 32]"]),
     "nothing to search": ("name: x\nmethods: [{method: simpo}]\nsearch: random\nnum_samples: 2\n", ["search", "uniform"]),
     "model path that does not exist": ("name: x\nmethods: [{method: simpo}]\nmodel: {name_or_path: ./no/such/model}\n", ["model.name_or_path", "./no/such/model", "builtin:tiny"]),
     "data file that does not exist": ("name: x\nmethods: [{method: simpo}]\ndata: {source: ./no/such/pairs.jsonl}\n", ["data.source", "does not exist"]),
@@ -104,6 +106,10 @@ def test_unreachable_address_exits_2_before_anything_starts(tmp_path, capsys):
     assert "--address 127.0.0.1:1: cannot reach a Ray cluster" in err and "omit --address" in err
     assert run.main([str(path), "--address", "head-without-port"]) == 2
     assert "not host:port" in capsys.readouterr().err
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers: ray.init would hang
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        assert run.main([str(path), "--address", address]) == 2
+    assert "does not answer like a Ray head" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
 
 
@@ -200,6 +206,29 @@ def test_searcher_suggests_whole_trial_configs_and_survives_save_restore(tmp_pat
     assert restored.suggest("t3")[TRIAL_KEY]["index"] == 3
     restored.suggest("t4")
     assert restored.suggest("t5") == "FINISHED"
+
+
+def test_random_search_draws_choices_and_inclusive_integers_reproducibly(tmp_path):
+    from ablate.tune import TRIAL_KEY, SweepSearcher
+
+    body = """
+    name: r
+    methods:
+      - method: simpo
+        hparams: {length_normalize: {choice: [true, false]}, beta: {loguniform: [1.0, 4.0]}}
+        training: {batch_size: {randint: [8, 9]}}
+    search: random
+    num_samples: 12
+    search_seed: 3
+    """
+    spec = spec_mod.load_sweep(write(tmp_path, body))
+    draws = [SweepSearcher(spec, {}) for _ in range(2)]
+    a, b = ([s.suggest(f"t{i}")[TRIAL_KEY] for i in range(12)] for s in draws)
+    assert [t["setting"] for t in a] == [t["setting"] for t in b]  # same seed, same draws
+    assert {t["training"]["batch_size"] for t in a} == {8, 9}
+    assert {t["hparams"]["length_normalize"] for t in a} == {True, False}
+    assert {t["label"] for t in a} == {"SimPO", "SimPO w/o LN"}
+    assert all(1.0 <= t["hparams"]["beta"] <= 4.0 for t in a)
 
 
 def test_periodic_evaluation_reports_held_out_metrics_without_changing_the_trial(small_spec, start):
