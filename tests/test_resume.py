@@ -117,8 +117,10 @@ def test_sigkill_of_the_driver_then_resume(tmp_path, cache_dir, start):
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
-        if driver.poll() is None:
+        if driver.poll() is None:  # a failed check above: still end what this driver started
+            ray_processes = psutil.Process(driver.pid).children(recursive=True)
             driver.kill()
+            driver.wait(timeout=30)
         log.close()
         left = stop_leftovers(ray_processes)
     assert not left, left
