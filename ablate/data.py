@@ -289,3 +289,29 @@ def validate_local(data: dict) -> dict[str, int] | None:
     counts = {"skipped_pairs_empty": 0, "skipped_pairs_identical": 0}
     train, held_out = load_splits(data, counts)
     return {"train_pairs": len(train), "held_out_pairs": len(held_out), **counts}
+
+
+def file_columns(path: Path) -> list[str]:
+    """Field names of a local .jsonl/.json/.parquet data file, read cheaply (first row or schema) so a
+    sweep can be checked before launching."""
+    import json
+
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        if path.suffix == ".jsonl":
+            # Only the first row is decoded here; read_json_rows checks every line before launch.
+            with path.open("rb") as f:
+                first = next((line for line in f if line.strip()), b"")
+            row = json.loads(first.decode("utf-8")) if first else None
+        else:
+            with path.open(encoding="utf-8") as f:
+                content = json.load(f)
+            row = content[0] if isinstance(content, list) and content else content
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"cannot read {path} ({e})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path} does not hold JSON objects (one preference pair per object)")
+    return list(row)

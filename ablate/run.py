@@ -6,7 +6,8 @@ prepares the SFT start point, runs the trials on Ray Tune and prints a summary."
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -31,28 +32,107 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _resources(res: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in res.items())
+
+
+def _scheduler_line(spec) -> str:
+    if spec.scheduler.type == "none":
+        return "scheduler: none (every trial runs to the end)"
+    metric, mode = spec_mod.scheduler_metric(spec)
+    s = spec.scheduler
+    return (
+        f"scheduler: {s.type} on {metric} ({mode}), grace period {s.grace_period} steps, "
+        f"reduction factor {s.reduction_factor:g}"
+    )
+
+
 def print_dry_run(trials: list[dict]) -> None:
     print(f"{'#':>3}  {'method':<14} {'label':<16} {'setting':<44} {'seed':>4}  resources")
     for t in trials:
-        res = t["resources"]
         print(
-            f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  cpu={res['cpus']} gpu={res['gpus']}"
+            f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  {_resources(t['resources'])}"
         )
     print(f"{len(trials)} trials")
+
+
+def _space_text(space) -> str:
+    if space.kind == "choice":
+        return f"choice {list(space.values)}"
+    return f"{space.kind}({space.values[0]:g}, {space.values[1]:g})"
+
+
+def print_search_dry_run(spec) -> None:
+    """A random / optuna sweep's trials are drawn while it runs: show per method entry what is fixed,
+    what is searched and how many trials it gets, and the seeds the draws cycle through."""
+    plan = spec_mod.search_plan(spec)
+    sampler = {"random": "Optuna RandomSampler", "optuna": "Optuna TPESampler"}[spec.search]
+    print(
+        f"search: {spec.search} ({sampler}, seed {spec.search_seed}) on {spec.metric} ({spec.mode}), "
+        f"num_samples {spec.num_samples} per method entry with a search space"
+    )
+    print(_scheduler_line(spec))
+    print(f"{'#':>3}  {'method':<8} {'label':<16} {'trials':>6}  {'seeds':<28} resources")
+    for e in plan:
+        fixed = spec_mod.setting_key(
+            {k: v for k, v in e.entry.hparams.items() if f"hparams.{k}" not in e.spaces},
+            {k: v for k, v in e.entry.training.items() if f"training.{k}" not in e.spaces},
+        )
+        seeds = ",".join(str(spec_mod.sampled_seed(spec, k)) for k in range(min(e.trials, len(spec.seeds))))
+        if e.spaces and len(spec.seeds) > 1:
+            seeds += f" (draw k: seeds[k % {len(spec.seeds)}])"
+        res = _resources(spec.resources.model_dump())
+        print(f"{e.position:>3}  {e.entry.method:<8} {e.entry.label:<16} {e.trials:>6}  {seeds:<28} {res}")
+        for path, space in e.spaces.items():
+            print(f"{'':>5}searched  {path.split('.', 1)[1]} ~ {_space_text(space)}")
+        print(f"{'':>5}fixed     {fixed}")
+    print(f"{sum(e.trials for e in plan)} trials")
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + SETTINGS
+
+
+def check_address(address: str | None) -> str | None:
+    """Why ``--address`` is not a reachable Ray cluster, or None; checked before anything starts (3 s at
+    most), so a typo costs no SFT run and no Ray start-up. A Ray head (GCS or Ray Client) is a gRPC server:
+    it answers the HTTP/2 preface with a SETTINGS frame, where ``ray.init`` on some other service that
+    accepts the connection but stays silent would wait forever."""
+    if not address or address in ("auto", "local"):
+        return None
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return "it is not host:port"
+    try:
+        with socket.create_connection((host, int(port)), timeout=3) as sock:
+            if os.environ.get("RAY_USE_TLS", "0") not in ("0", ""):
+                return None  # a TLS head answers only after a handshake; leave it to ray.init
+            sock.settimeout(3)
+            sock.sendall(HTTP2_PREFACE)
+            head = sock.recv(9)
+    except TimeoutError:
+        return f"{host}:{port} accepts connections but does not answer like a Ray head (no gRPC)"
+    except OSError as e:
+        return f"nothing answers at {host}:{port} ({e.strerror or e})"
+    if len(head) < 9 or head[3] != 0x04:
+        return f"{host}:{port} does not answer like a Ray head (no gRPC)"
+    return None
 
 
 def summarize(outcome, metric: str, mode: str) -> None:
     best: dict[str, dict] = {}
     for r in outcome.results:
         m = r["metrics"]
-        if r["error"] or metric not in m:
+        if r["error"] or metric not in m or "status" not in m:  # errored, or stopped early
             continue
         label = r["config"]["label"]
         better = best.get(label) is None or (m[metric] > best[label]["metrics"][metric]) == (mode == "max")
         if better:
             best[label] = r
+    stopped = f", {outcome.stopped} stopped early by the scheduler" if outcome.stopped else ""
     print(
-        f"\n{outcome.finished} trials finished, {outcome.errored} errored. Best trial per method by {metric} ({mode}):"
+        f"\n{outcome.finished} trials finished, {outcome.errored} errored{stopped}. "
+        f"Best trial per method by {metric} ({mode}):"
     )
     for label, r in best.items():
         print(
@@ -81,6 +161,10 @@ def check_data(sweep: str, spec) -> bool:
     return True
 
 
+def trials_cache_dir(spec) -> str:
+    return str(Path(spec.cache_dir).expanduser().resolve())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.schema:
@@ -93,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = spec_mod.load_sweep(args.sweep)
         if args.storage:
             spec.storage = args.storage
-        trials = spec_mod.expand(spec)
+        trials = spec_mod.expand(spec) if spec.search == "grid" else []
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -107,8 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     if not check_data(args.sweep, spec):
         return EXIT_BAD_INPUT
     if args.dry_run:
-        print_dry_run(trials)
+        if spec.search == "grid":
+            print_dry_run(trials)
+        else:
+            print_search_dry_run(spec)
         return 0
+    problem = check_address(args.address)
+    if problem:
+        print(f"error: --address {args.address}: cannot reach a Ray cluster: {problem}. Give the head's "
+              "GCS address (host:port, e.g. 10.0.0.1:6379, as printed by `ray start --head`) or omit "
+              "--address to run on a local Ray.", file=sys.stderr)  # fmt: skip
+        return EXIT_BAD_INPUT
 
     from ablate import startpoint, tune  # heavy imports only when launching
 
@@ -121,9 +214,24 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_BAD_INPUT
-        shutil.rmtree(tune.experiment_path(spec.storage, spec.name), ignore_errors=True)
+        tune.delete_experiment(spec.storage, spec.name)
+    if args.resume and not tune.exists(spec.storage, spec.name):
+        print(
+            f"error: {args.sweep}: --resume: there is no sweep {spec.name!r} to resume at "
+            f"{tune.experiment_path(spec.storage, spec.name)}. Run without --resume to start it (or check "
+            "`name` and `storage`).",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
 
     t0 = time.time()
+    try:  # before the SFT start point, so a wrong address costs no training
+        tune.connect(args.address)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        print(f"error: --address {args.address}: cannot connect to a Ray cluster ({e}). "
+              "Check the address (host:port of the head's GCS, e.g. 10.0.0.1:6379) or omit it to run locally.",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_BAD_INPUT
     start = startpoint.prepare(
         spec.model.model_dump(),
         spec.data.model_dump(),
@@ -133,15 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     for t in trials:
         t["start"] = start
-        t["cache_dir"] = str(Path(spec.cache_dir).expanduser().resolve())
-    try:
-        tune.connect(args.address)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        print(f"error: --address {args.address}: cannot connect to a Ray cluster ({e}). "
-              "Check the address (host:port of the head's GCS, e.g. 10.0.0.1:6379) or omit it to run locally.",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_BAD_INPUT
-    print(f"Sweep {spec.name}: {len(trials)} trials")
+        t["cache_dir"] = trials_cache_dir(spec)
+    searcher = None
+    if spec.search != "grid":
+        searcher = tune.SweepSearcher(spec, {"start": start, "cache_dir": trials_cache_dir(spec)})
+    total = searcher.total if searcher else len(trials)
+    print(f"Sweep {spec.name}: {total} trials ({spec.search}){' (resumed)' if args.resume else ''}")
     outcome = tune.run(
         trials,
         spec.name,
@@ -150,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         spec.max_concurrent,
         spec.max_failures,
         args.resume,
+        searcher=searcher,
+        scheduler=tune.make_scheduler(spec),
     )
     summarize(outcome, spec.metric, spec.mode)
     print(f"Wall time: {time.time() - t0:.1f}s")

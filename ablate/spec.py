@@ -6,13 +6,15 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ablate import losses
+from ablate import data as data_mod
+from ablate import losses, metrics
 from ablate.models import TinyModelConfig, is_builtin, model_exists
 from ablate.synthetic import TaskConfig
 
@@ -128,11 +130,36 @@ class EvalConfig(_Strict):
     generate: bool = True
     num_prompts: int = Field(128, ge=1, description="Held-out prompts to generate on (greedy).")
     max_new_tokens: int = Field(16, ge=1)
+    every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Also report held-out reward_accuracy and reward_margin (no generation) at the first "
+        "logging step at or after every multiple of this many training steps; needed by `scheduler: asha` "
+        "on those metrics.",
+    )
 
 
 class Resources(_Strict):
     cpus: float = Field(1, gt=0, description="CPUs per trial.")
     gpus: float = Field(0, ge=0, description="GPUs per trial.")
+
+
+class SchedulerConfig(_Strict):
+    """Early stopping of unpromising trials; ``scheduler: asha`` is short for ``{type: asha}``."""
+
+    type: Literal["none", "asha"] = "none"
+    metric: str | None = Field(
+        None,
+        description="Metric compared at each rung; must be reported during training (default: the sweep's "
+        "`metric`).",
+    )
+    mode: Literal["max", "min"] | None = Field(
+        None, description="Default: the sweep's `mode` for its metric, else the metric's natural direction."
+    )
+    grace_period: int = Field(
+        10, ge=1, description="Training steps every trial runs before it can be stopped."
+    )
+    reduction_factor: float = Field(2.0, gt=1, description="Keep the best 1/reduction_factor at each rung.")
 
 
 class MethodEntry(_Strict):
@@ -180,25 +207,66 @@ class SweepSpec(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
     resources: Resources = Field(default_factory=Resources)
-    search: Literal["grid"] = "grid"
+    search: Literal["grid", "random", "optuna"] = Field(
+        "grid",
+        description="grid: every grid point x seed; random / optuna: `num_samples` draws per method entry "
+        "(Optuna's RandomSampler / TPESampler through Ray Tune's OptunaSearch).",
+    )
+    num_samples: int | None = Field(
+        None, ge=1, description="Trials per method entry for search: random / optuna (required there)."
+    )
+    search_seed: int = Field(0, description="Seed of the random / optuna sampler.")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     metric: str = Field("reward_accuracy", description="Metric that selects each method's best setting.")
     mode: Literal["max", "min"] = "max"
     max_concurrent: int | None = Field(None, ge=1)
     max_failures: int = Field(0, ge=0, description="Retries of a failing trial.")
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler_shorthand(cls, v: Any) -> Any:
+        return {"type": v} if isinstance(v, str) else v
 
 
 def _field_path(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) if loc else "(top level)"
 
 
-def _format_validation(path: Path, err: ValidationError) -> str:
+VALUE_HELP = (
+    "a number, true/false, a string, or a search space: {grid: [..]}, {choice: [..]}, "
+    "{uniform: [low, high]}, {loguniform: [low, high]} or {randint: [low, high]}"
+)
+_SCALAR_TAGS = ("float", "int", "bool", "str")
+
+
+def _union_member(loc: tuple) -> tuple[tuple, str | None]:
+    """Pydantic reports a failed union (a hyperparameter is a number, bool, string or search space) once
+    per member, tagged in the path; return the path without the tag, and the member's name."""
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and (part in _SCALAR_TAGS or "[" in part):
+            return loc[:i] + loc[i + 1 :], ("Space" if "Space" in part else part)
+    return loc, None
+
+
+def _format_validation(
+    path: Path, err: ValidationError, prefix: tuple = (), keys_at: tuple | None = None
+) -> str:
+    """One paragraph: every error's field path (``prefix`` + pydantic's), what is wrong and what to write.
+    ``keys_at``: where in the sweep file the validated model sits, for the did-you-mean of unknown keys."""
     lines = []
     for e in err.errors():
-        where = _field_path(e["loc"])
+        loc, member = _union_member(tuple(e["loc"]))
+        if member in _SCALAR_TAGS:
+            continue  # "not a number", "not a string", ...: the search-space member's error says more
+        where = _field_path(prefix + loc)
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(e["loc"][:-1])
-            hint = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
+            allowed = (
+                list(Space.model_fields)
+                if member == "Space"
+                else _allowed_keys((prefix if keys_at is None else keys_at) + loc[:-1])
+            )
+            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             msg = (
                 "unknown key"
                 + (f"; did you mean {hint[0]!r}?" if hint else "")
@@ -206,7 +274,11 @@ def _format_validation(path: Path, err: ValidationError) -> str:
             )
         elif e["type"] == "missing":
             msg = "this field is required"
-        lines.append(f"{where}: {msg}")
+        elif member == "Space" and e["type"] == "model_type":
+            msg = f"expected {VALUE_HELP}"
+        line = f"{where}: {msg}"
+        if line not in lines:
+            lines.append(line)
     return f"{path}: invalid sweep file. " + "; ".join(lines) + ". See `python -m ablate.run --schema`."
 
 
@@ -250,7 +322,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 
 def check_semantics(path: Path, spec: SweepSpec) -> None:
-    """What the schema alone cannot check: each method's hyperparameters, and that the model exists."""
+    """What the schema alone cannot check: each method's hyperparameters, the spaces against the search,
+    metric names against what trials report, and that the model and data file exist."""
     for i, entry in enumerate(spec.methods):
         for point in _grid_points(entry.hparams):
             try:
@@ -264,30 +337,152 @@ def check_semantics(path: Path, spec: SweepSpec) -> None:
                 TrainingConfig.model_validate({**spec.training.model_dump(), **point})
             except ValidationError as e:
                 raise SpecError(
-                    _format_validation(path, e).replace(": invalid", f": methods.{i}.training invalid")
+                    _format_validation(path, e, ("methods", i, "training"), keys_at=("training",))
                 ) from None
-        if spec.search == "grid":
-            for key, value in {**entry.hparams, **entry.training}.items():
-                if isinstance(value, Space) and value.kind not in ("grid", "choice"):
-                    raise SpecError(
-                        f"{path}: methods.{i}: {key} is a {value.kind} range, which grid search cannot enumerate. "
-                        "Use `grid: [...]` or set `search: random` / `search: optuna`."
-                    )
+        _check_spaces(path, spec, i, entry)
+    _check_search(path, spec)
+    _check_metrics(path, spec)
     if not is_builtin(spec.model.name_or_path) and not model_exists(spec.model.name_or_path):
         raise SpecError(
             f"{path}: model.name_or_path: {spec.model.name_or_path!r} is not a model directory (no config.json). "
             "Give a local directory saved with save_pretrained, a hub id, or builtin:tiny."
         )
+    _check_data_file(path, spec.data)
+
+
+def _check_spaces(path: Path, spec: SweepSpec, i: int, entry: MethodEntry) -> None:
+    for section in ("hparams", "training"):
+        for key, value in getattr(entry, section).items():
+            if not isinstance(value, Space):
+                continue
+            where = f"{path}: methods.{i}.{section}.{key}"
+            if spec.search == "grid" and value.kind not in ("grid", "choice"):
+                raise SpecError(
+                    f"{where}: a {value.kind} range cannot be enumerated by grid search. "
+                    "Use `grid: [...]` or set `search: random` / `search: optuna` with `num_samples`."
+                )
+            if (
+                section == "training"
+                and value.kind in ("uniform", "loguniform")
+                and TrainingConfig.model_fields[key].annotation is not float
+            ):
+                raise SpecError(
+                    f"{where}: training.{key} takes whole numbers, which a {value.kind} range does not draw. "
+                    f"Write `randint: [{int(value.values[0])}, {int(value.values[1])}]` (both ends included)."
+                )
+            if spec.search != "grid" and value.kind == "grid":
+                raise SpecError(
+                    f"{where}: `grid` enumerates values for `search: grid`; with `search: {spec.search}` "
+                    f"write `choice: {list(value.values)}` to sample among them, or set `search: grid`."
+                )
+
+
+def _check_search(path: Path, spec: SweepSpec) -> None:
+    if spec.search == "grid":
+        if spec.num_samples is not None:
+            raise SpecError(
+                f"{path}: num_samples: grid search runs every grid point once per seed, so num_samples "
+                "does not apply. Remove it (repeat with `seeds: [0, 1, 2]`), or set `search: random` / "
+                "`search: optuna`."
+            )
+        return
+    if spec.num_samples is None:
+        raise SpecError(
+            f"{path}: num_samples: `search: {spec.search}` needs the number of trials per method entry, "
+            "e.g. `num_samples: 16`."
+        )
+    if not any(e.spaces for e in search_plan(spec)):
+        raise SpecError(
+            f"{path}: search: `search: {spec.search}` but no hyperparameter is a range or choice. Give one, "
+            "e.g. `hparams: {beta: {uniform: [1.0, 4.0]}}`, or set `search: grid`."
+        )
+
+
+def _metric_problem(spec: SweepSpec, metric: str, during_training: bool) -> str | None:
+    """Why no trial of this sweep reports ``metric`` (at the time it is needed), or None."""
+    reported = set(metrics.TRAINING)
+    if spec.evaluation.every_steps:
+        reported |= set(metrics.PERIODIC_EVAL)
+    if during_training:
+        if metric in reported:
+            return None
+        if metric in metrics.PERIODIC_EVAL:
+            return (
+                f"{metric!r} is reported during training only with held-out evaluation every few steps; "
+                "add `evaluation: {every_steps: 10}`"
+            )
+        if metric in metrics.ALL:
+            return (
+                f"{metric!r} is reported only when a trial ends, so early stopping cannot compare trials on "
+                f"it; use one reported during training: {', '.join(sorted(reported | set(metrics.PERIODIC_EVAL)))}"
+                + ("" if spec.evaluation.every_steps else " (reward_* with `evaluation.every_steps`)")
+            )
+    else:
+        if metric in metrics.GENERATION + metrics.ORACLE and not spec.evaluation.generate:
+            return f"{metric!r} is reported only with `evaluation.generate: true`"
+        if metric in metrics.ORACLE and spec.data.source != "builtin:synthetic":
+            return f"{metric!r} needs the built-in task's oracle (`data.source: builtin:synthetic`)"
+        if metric in metrics.ALL:
+            return None
+    hint = difflib.get_close_matches(metric, metrics.ALL, n=1)
+    return (
+        f"no trial reports {metric!r}"
+        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        + f"; metrics: {', '.join(metrics.ALL)}"
+    )
+
+
+def scheduler_metric(spec: SweepSpec) -> tuple[str, str]:
+    """The metric and mode the early-stopping scheduler compares trials on."""
+    s = spec.scheduler
+    metric = s.metric or spec.metric
+    mode = s.mode or (spec.mode if metric == spec.metric else metrics.natural_mode(metric))
+    return metric, mode
+
+
+def _check_metrics(path: Path, spec: SweepSpec) -> None:
+    problem = _metric_problem(spec, spec.metric, during_training=False)
+    if problem:
+        raise SpecError(f"{path}: metric: {problem}. Write one of the metrics a trial reports.")
+    if spec.scheduler.type != "none":
+        metric, _ = scheduler_metric(spec)
+        problem = _metric_problem(spec, metric, during_training=True)
+        if problem:
+            field = "scheduler.metric" if spec.scheduler.metric else "scheduler.metric (default: `metric`)"
+            raise SpecError(f"{path}: {field}: {problem}.")
+
+
+def _check_data_file(path: Path, data: DataConfig) -> None:
+    """A local data file must exist and have the prompt/chosen/rejected fields: checked before launching."""
+    source = Path(data.source).expanduser()
+    if data.source.startswith("builtin:") or source.suffix not in data_mod.LOCAL_FORMATS:
+        return  # the built-in task, or a hub id (not checked offline)
+    if not source.is_file():
+        raise SpecError(
+            f"{path}: data.source: {data.source!r} does not exist. Give an existing .jsonl/.json/.parquet "
+            "file, a hub dataset id, or builtin:synthetic."
+        )
+    try:
+        columns = data_mod.file_columns(source)
+    except data_mod.DataError as e:
+        raise SpecError(f"{path}: data.source: {e}.") from None
+    missing = [f for f in data.fields if f not in columns]
+    if missing:
+        raise SpecError(
+            f"{path}: data.source: {data.source} has no field(s) {missing}; its fields are {columns}. "
+            "Rename the columns, or map them with `data.fields: [<prompt>, <chosen>, <rejected>]`."
+        )
 
 
 def _grid_points(values: dict[str, Value]) -> list[dict[str, Any]]:
-    """Cartesian product of the grid/choice values; fixed values pass through; ranges take their low end."""
+    """Cartesian product of the grid/choice values; fixed values pass through; ranges give both ends
+    (only validation sees ranges: grid search refuses them)."""
     keys = list(values)
     options = []
     for k in keys:
         v = values[k]
         if isinstance(v, Space):
-            options.append(list(v.values) if v.kind in ("grid", "choice") else [v.values[0]])
+            options.append(list(v.values))
         else:
             options.append([v])
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*options)]
@@ -334,5 +529,66 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     return trials
 
 
+@dataclass
+class SearchEntry:
+    """One method entry of a random / optuna sweep: its spaces and how many trials it gets."""
+
+    position: int  # in the sweep file's `methods`
+    entry: MethodEntry
+    spaces: dict[str, Space]  # "hparams.beta", "training.learning_rate", ... -> its space
+    trials: int  # num_samples; one per seed when nothing is searched (a fixed baseline)
+
+
+def search_plan(spec: SweepSpec) -> list[SearchEntry]:
+    plan = []
+    for i, entry in enumerate(spec.methods):
+        spaces = {
+            f"{section}.{key}": value
+            for section in ("hparams", "training")
+            for key, value in getattr(entry, section).items()
+            if isinstance(value, Space)
+        }
+        plan.append(SearchEntry(i, entry, spaces, (spec.num_samples or 1) if spaces else len(spec.seeds)))
+    return plan
+
+
+def search_order(plan: list[SearchEntry]) -> list[tuple[int, int]]:
+    """(plan position, sample number) of each trial in the order they are suggested: entries interleaved,
+    so a sweep cut short by a budget or an interruption has tried every method."""
+    order = []
+    for k in range(max(e.trials for e in plan)):
+        order += [(j, k) for j, e in enumerate(plan) if k < e.trials]
+    return order
+
+
+def sampled_seed(spec: SweepSpec, sample_number: int) -> int:
+    """Seeds are not searched: draw k of an entry trains with seeds[k mod len(seeds)]."""
+    return spec.seeds[sample_number % len(spec.seeds)]
+
+
+def sampled_trial(
+    spec: SweepSpec, entry: SearchEntry, sample: dict[str, Any], sample_number: int, index: int
+) -> dict[str, Any]:
+    """The trial config of one draw (``sample``: space path -> value), made by ``expand`` like a grid
+    trial's. Drawn floats are rounded to 4 significant digits so ``setting`` names the values used."""
+    hp, tr = dict(entry.entry.hparams), dict(entry.entry.training)
+    for path, value in sample.items():
+        section, key = path.split(".", 1)
+        if isinstance(value, float):
+            value = float(f"{value:.4g}")
+        (hp if section == "hparams" else tr)[key] = value
+    one = entry.entry.model_copy(update={"hparams": hp, "training": tr})
+    trial = expand(spec.model_copy(update={"methods": [one], "seeds": [sampled_seed(spec, sample_number)]}))[
+        0
+    ]
+    trial["index"] = index
+    return trial
+
+
 def json_schema() -> str:
-    return json.dumps(SweepSpec.model_json_schema(), indent=2)
+    schema = SweepSpec.model_json_schema()
+    # `scheduler: asha` is accepted as short for `scheduler: {type: asha}`.
+    scheduler = schema["properties"]["scheduler"]
+    ref = scheduler.pop("$ref", None)
+    scheduler["anyOf"] = [{"$ref": ref} if ref else scheduler.pop("allOf")[0], {"enum": ["none", "asha"]}]
+    return json.dumps(schema, indent=2)

@@ -7,6 +7,7 @@ and the state to resume from (``ablate.checkpoint``)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import resource
@@ -178,16 +179,26 @@ def run_trial(
         last.update(resume["last_metrics"])
         ckpt_mod.restore_rng(resume)
     checkpoint_every = tr.get("checkpoint_every", 0) if report_checkpoint is not None else 0
+    every = cfg["evaluation"].get("every_steps")
+    next_eval = [every]
+    # The last step is evaluated in full right after training; a periodic evaluation there would only
+    # give an early-stopping scheduler the chance to stop a trial that is already done.
+    last_step = math.ceil(math.ceil(len(train_pairs) / tr["batch_size"]) / tr["grad_accum"]) * tr["epochs"]
 
     def on_log(step: int, logged: dict, state: dict) -> None:
         last.update(logged)
+        held_out = {}
+        if every and next_eval[0] <= step < last_step:  # periodic held-out metrics, for early stopping
+            next_eval[0] = (step // every + 1) * every
+            held_out = held_out_preference(cfg, policy, ref_model, eval_pairs, start, device, pad)
+        row = {"step": step, **logged, **held_out}
         if checkpoint_every and step % checkpoint_every == 0:
             elapsed = prior_runtime + time.perf_counter() - t_train
             with tempfile.TemporaryDirectory(prefix="ablate-checkpoint-") as d:
                 ckpt_mod.save(d, policy, state, step, last, elapsed)
-                report_checkpoint({"step": step, **logged}, d)  # Ray copies it into storage before returning
+                report_checkpoint(row, d)  # Ray copies it into storage before returning
         else:
-            report({"step": step, **logged})
+            report(row)
 
     injected = faults.for_trial(cfg["index"], start_step)
     poison: list[float] = []
@@ -240,6 +251,19 @@ def run_trial(
     metrics["trial_s"] = time.perf_counter() - t_start
     report(metrics)
     return metrics
+
+
+def held_out_preference(cfg, policy, ref_model, eval_pairs, start, device, pad) -> dict[str, float]:
+    """Reward accuracy and margin on the held-out pairs, without generation: cheap enough to report
+    during training (``evaluation.every_steps``) for an early-stopping scheduler."""
+    pol = pair_logps(policy, eval_pairs, cfg["evaluation"]["batch_size"], pad, device)
+    ref = None
+    if ref_model is not None:
+        ref = pair_logps(ref_model, eval_pairs, cfg["evaluation"]["batch_size"], pad, device)
+    elif cfg["reference"] == "precomputed":
+        ref = precomputed_reference(cfg, start, eval_pairs, "eval", device, pad)
+    m = preference_metrics(cfg["method"], cfg["hparams"], pol, ref)
+    return {"reward_accuracy": m["reward_accuracy"], "reward_margin": m["reward_margin"]}
 
 
 def evaluate_policy(

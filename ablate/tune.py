@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
+import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 from ray import tune
+from ray.tune.search import Searcher
 
 from ablate import checkpoint
+from ablate import spec as spec_mod
 from ablate.trial import run_trial
 
 TRIAL_KEY = "trial"
@@ -93,34 +98,165 @@ def experiment_path(storage: str, name: str) -> str:
 
 
 class Progress(tune.Callback):
-    """One line per finished or errored trial: done/running/pending/errored and elapsed time."""
+    """A line per finished, stopped or errored trial (and every ``every_s`` seconds otherwise) with the
+    sweep's trials done/running/pending/errored and the elapsed time. Counts come from Tune's trial
+    states, so a resumed sweep starts from what its storage already holds."""
 
-    def __init__(self, total: int, log=print) -> None:
-        self.total, self.log, self.t0 = total, log, time.time()
-        self.done = self.errored = 0
+    def __init__(self, total: int, log=print, every_s: float = 60.0) -> None:
+        self.total, self.log, self.every_s = total, log, every_s
+        self.t0 = self.last = time.time()
 
-    def _line(self, trials, what: str) -> None:
-        running = sum(t.status == "RUNNING" for t in trials)
-        pending = self.total - self.done - self.errored - running
-        elapsed = time.strftime("%M:%S", time.gmtime(time.time() - self.t0))
+    def counts(self, trials, ending=None, as_status: str = "") -> dict[str, int]:
+        """Trials by state; ``ending`` (a trial Tune is finishing right now) counts as ``as_status``."""
+        status = Counter(as_status if t is ending else t.status for t in trials)
+        done, errored, running = status["TERMINATED"], status["ERROR"], status["RUNNING"]
+        return {
+            "done": done,
+            "running": running,
+            "pending": max(self.total - done - errored - running, 0),
+            "errored": errored,
+        }
+
+    def _line(self, trials, what: str, ending=None, as_status: str = "") -> None:
+        self.last = time.time()
+        c = self.counts(trials, ending, as_status)
+        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.t0))
         self.log(
-            f"[{self.done} done, {running} running, {max(pending, 0)} pending, {self.errored} errored, {elapsed}] {what}"
+            f"[{c['done']}/{self.total} done, {c['running']} running, {c['pending']} pending, "
+            f"{c['errored']} errored, {elapsed}] {what}"
         )
 
+    def on_step_end(self, iteration, trials, **info) -> None:
+        if time.time() - self.last >= self.every_s:
+            self._line(trials, "...")
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.done += 1
         cfg, res = trial.config[TRIAL_KEY], trial.last_result or {}
         shown = ", ".join(
             f"{k}={res[k]:.3f}" for k in ("reward_accuracy", "oracle_win_rate", "gen_length") if k in res
         )
+        status = res.get("status") or f"stopped early at step {res.get('step', '?')}"
         self._line(
-            trials, f"{cfg['label']} {cfg['setting']} seed={cfg['seed']}: {res.get('status', '?')} {shown}"
+            trials,
+            f"{cfg['label']} {cfg['setting']} seed={cfg['seed']}: {status} {shown}",
+            trial,
+            "TERMINATED",
         )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.errored += 1
         cfg = trial.config[TRIAL_KEY]
-        self._line(trials, f"{cfg['label']} {cfg['setting']} seed={cfg['seed']}: ERROR (see {trial.path})")
+        self._line(
+            trials,
+            f"{cfg['label']} {cfg['setting']} seed={cfg['seed']}: ERROR (see {trial.path})",
+            trial,
+            "ERROR",
+        )
+
+
+def search_domain(space: spec_mod.Space):
+    """The Ray Tune search space of one sweep-file space (random / optuna search)."""
+    low_high = space.values
+    if space.kind == "choice":
+        return tune.choice(list(space.values))
+    if space.kind == "uniform":
+        return tune.uniform(*low_high)
+    if space.kind == "loguniform":
+        return tune.loguniform(*low_high)
+    if space.kind == "randint":
+        return tune.randint(low_high[0], low_high[1] + 1)  # the sweep file's high end is included
+    raise ValueError(f"a {space.kind} space is enumerated by grid search, not sampled")
+
+
+class SweepSearcher(Searcher):
+    """Random or Optuna search over a sweep's method entries: one Ray Tune ``OptunaSearch`` per entry
+    with spaces (Optuna's RandomSampler or TPESampler), entries interleaved (``spec.search_order``).
+
+    It suggests whole trial configs, made by ``ablate.spec.sampled_trial`` like grid trials, so each
+    trial's params.json is the plain dict that determines it. Its state, the Optuna studies included,
+    is pickled by Tune with the experiment state into the sweep's storage (``searcher-state-*.pkl``),
+    so ``--resume`` continues the same studies instead of starting new ones."""
+
+    def __init__(self, spec: spec_mod.SweepSpec, extra: dict) -> None:
+        super().__init__(metric=spec.metric, mode=spec.mode)
+        self._spec, self._extra = spec, extra
+        self._plan = spec_mod.search_plan(spec)
+        self._order = spec_mod.search_order(self._plan)
+        self._studies = {j: self._study(j, e) for j, e in enumerate(self._plan) if e.spaces}
+        self._next = 0
+        self._live: dict[str, int] = {}  # trial id -> plan position
+
+    @property
+    def total(self) -> int:
+        return len(self._order)
+
+    def _study(self, j: int, entry: spec_mod.SearchEntry):
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        seed = self._spec.search_seed + j
+        if self._spec.search == "random":
+            sampler = optuna.samplers.RandomSampler(seed=seed)
+        else:  # TPE; with a small budget, fewer random start-up trials than Optuna's 10
+            startup = min(10, max(2, entry.trials // 3))
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+        space = OptunaSearch.convert_search_space({p: search_domain(s) for p, s in entry.spaces.items()})
+        return OptunaSearch(space=space, metric=self._spec.metric, mode=self._spec.mode, sampler=sampler)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # metric, mode and spaces all come from the sweep file
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self._next >= len(self._order):
+            return Searcher.FINISHED
+        j, sample_number = self._order[self._next]
+        sample = {}
+        if j in self._studies:
+            sample = self._studies[j].suggest(trial_id)
+            if sample is None:
+                return None
+        trial = spec_mod.sampled_trial(self._spec, self._plan[j], sample, sample_number, self._next)
+        self._next += 1
+        self._live[trial_id] = j
+        return {TRIAL_KEY: {**trial, **self._extra}}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        study = self._studies.get(self._live.get(trial_id, -1))
+        if study is not None and self._spec.metric in result:  # training rows lack held-out metrics
+            study.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        # A trial stopped early reports its last held-out value; without one Optuna records it as pruned.
+        study = self._studies.get(self._live.pop(trial_id, -1))
+        if study is not None:
+            study.on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__.copy(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        # Trusted: this process wrote it into the sweep's own storage, as Ray writes tuner.pkl there
+        # (which Tuner.restore unpickles anyway); never a user-supplied file.
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+def make_scheduler(spec: spec_mod.SweepSpec):
+    """ASHA on a metric trials report during training, with the training step as its clock."""
+    if spec.scheduler.type == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    metric, mode = spec_mod.scheduler_metric(spec)
+    return ASHAScheduler(
+        time_attr="step",
+        metric=metric,
+        mode=mode,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+        max_t=10**6,  # no cap: a trial's step count is only known once its data are loaded
+        stop_last_trials=False,
+    )
 
 
 @dataclass
@@ -129,6 +265,7 @@ class SweepOutcome:
     finished: int
     errored: int
     results: list[dict]
+    stopped: int = 0  # by the early-stopping scheduler
 
 
 def connect(address: str | None) -> None:
@@ -149,13 +286,19 @@ def run(
     max_failures: int,
     resume: bool = False,
     log=print,
+    searcher: SweepSearcher | None = None,
+    scheduler=None,
 ) -> SweepOutcome:
+    """Run (or with ``resume`` continue) a sweep: grid ``trials``, or the draws of ``searcher``."""
     path = experiment_path(storage, name)
     # Keeping KEEP_CHECKPOINTS per trial makes Ray snapshot the sweep state after that many checkpoints
     # (so it never points at a deleted one); with short trials it then warns about frequent snapshots.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # ablate.spec checks every metric name before launch; trials report held-out metrics only on some
+    # rows, which Tune's per-result check would reject.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     wrapped = tune.with_resources(trainable, {"cpu": resources["cpus"], "gpu": resources["gpus"]})
-    progress = Progress(len(trials), log)
+    progress = Progress(searcher.total if searcher else len(trials), log)
     run_config = tune.RunConfig(
         name=name,
         storage_path=storage_uri(storage),
@@ -169,9 +312,14 @@ def run(
     else:
         tuner = tune.Tuner(
             wrapped,
-            param_space={TRIAL_KEY: tune.grid_search(trials)},
+            param_space={} if searcher else {TRIAL_KEY: tune.grid_search(trials)},
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=max_concurrent, reuse_actors=False, trial_dirname_creator=trial_dirname
+                max_concurrent_trials=max_concurrent,
+                reuse_actors=False,
+                trial_dirname_creator=trial_dirname,
+                search_alg=searcher,
+                num_samples=searcher.total if searcher else 1,
+                scheduler=scheduler,
             ),
             run_config=run_config,
         )
@@ -185,7 +333,27 @@ def run(
         }
         results.append(row)
     errored = sum(1 for r in results if r["error"])
-    return SweepOutcome(path=path, finished=len(results) - errored, errored=errored, results=results)
+    stopped = sum(1 for r in results if not r["error"] and "status" not in r["metrics"])
+    return SweepOutcome(
+        path=path,
+        finished=len(results) - errored - stopped,
+        errored=errored,
+        results=results,
+        stopped=stopped,
+    )
+
+
+def delete_experiment(storage: str, name: str) -> None:
+    """Remove a sweep's results, on local disk or behind a URI (through pyarrow's filesystems, as Tune)."""
+    path = experiment_path(storage, name)
+    if "://" not in path:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    import pyarrow.fs
+
+    fs, fs_path = pyarrow.fs.FileSystem.from_uri(path)
+    if fs.get_file_info(fs_path).type != pyarrow.fs.FileType.NotFound:
+        fs.delete_dir(fs_path)
 
 
 def exists(storage: str, name: str) -> bool:
