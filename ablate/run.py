@@ -34,11 +34,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def print_dry_run(trials: list[dict]) -> None:
     print(f"{'#':>3}  {'method':<14} {'label':<16} {'setting':<44} {'seed':>4}  resources")
     for t in trials:
-        res = t["resources"]
         print(
-            f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  cpu={res['cpus']} gpu={res['gpus']}"
+            f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  {describe_resources(t)}"
         )
     print(f"{len(trials)} trials")
+
+
+def describe_resources(trial: dict) -> str:
+    res = trial["resources"]
+    if res.get("workers", 1) == 1:
+        return f"cpu={res['cpus']} gpu={res['gpus']}"
+    ds = trial["deepspeed"]
+    zero = "own DeepSpeed config" if ds.get("user_config") else f"ZeRO-{ds['stage']}"
+    return f"{res['workers']} workers x (cpu={res['cpus_per_worker']} gpu={res['gpus_per_worker']}), {zero}"
 
 
 def summarize(outcome, metric: str, mode: str) -> None:
@@ -105,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in trials:
         t["start"] = start
         t["cache_dir"] = str(Path(spec.cache_dir).expanduser().resolve())
+        t["storage"] = tune.storage_uri(spec.storage)  # multi-worker trials put their checkpoints there
     try:
         tune.connect(args.address)
     except (ConnectionError, RuntimeError, ValueError) as e:

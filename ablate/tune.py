@@ -11,6 +11,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from ablate import distributed
 from ablate.trial import run_trial
 
 TRIAL_KEY = "trial"
@@ -18,7 +19,24 @@ TRIAL_KEY = "trial"
 
 def trainable(config: dict) -> None:
     """The function Ray Tune runs for each trial."""
-    run_trial(config[TRIAL_KEY], report=tune.report)
+    cfg = config[TRIAL_KEY]
+    if distributed.is_distributed(cfg):
+        distributed.run_distributed_trial(cfg, report=with_node(tune.report))
+        return
+    run_trial(cfg, report=with_node(tune.report))
+
+
+def with_node(report):
+    """Adds the Ray node that ran the trial to its final metrics (the one with ``status``)."""
+    node_id = ray.get_runtime_context().get_node_id()
+    return lambda m: report({**m, "node_id": m.get("node_id", node_id)} if "status" in m else m)
+
+
+def trial_resources(resources: dict) -> dict:
+    """What Tune reserves per trial: the whole trial, or for multi-worker trials only their driver."""
+    if resources.get("workers", 1) > 1:
+        return {"cpu": distributed.DRIVER_CPUS}
+    return {"cpu": resources["cpus"], "gpu": resources["gpus"]}
 
 
 def trial_dirname(trial) -> str:
@@ -95,7 +113,7 @@ def run(
     log=print,
 ) -> SweepOutcome:
     path = experiment_path(storage, name)
-    wrapped = tune.with_resources(trainable, {"cpu": resources["cpus"], "gpu": resources["gpus"]})
+    wrapped = tune.with_resources(trainable, trial_resources(resources))
     progress = Progress(len(trials), log)
     run_config = tune.RunConfig(
         name=name,
