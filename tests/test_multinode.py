@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,12 +40,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def node_ports(head: bool) -> list[str]:
+def node_ports() -> list[str]:
     """Every port a node listens on, chosen free, so nothing collides with other Ray instances here."""
     names = [
         "node-manager-port", "object-manager-port", "runtime-env-agent-port", "dashboard-agent-grpc-port",
         "dashboard-agent-listen-port", "metrics-export-port",
-    ] + (["ray-client-server-port"] if head else [])  # fmt: skip
+    ]  # fmt: skip
     args = [f"--{n}={free_port()}" for n in names]
     low = free_port() // 100 * 100  # a small worker port range of its own
     return [*args, f"--min-worker-port={low}", f"--max-worker-port={low + 99}"]
@@ -122,13 +123,13 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
         try:
             head = RayNode(
                 ["--head", f"--node-ip-address={HEAD_IP}", f"--port={gcs_port}", "--include-dashboard=false",
-                 *common, *node_ports(head=True)],
+                 *common, *node_ports()],
                 env, tmp_path / "head.log", temp_dir,
             )  # fmt: skip
             stack.callback(head.stop)
             head.wait_started()
             node = RayNode(
-                [f"--address={HEAD_IP}:{gcs_port}", f"--node-ip-address={NODE_IP}", *common, *node_ports(head=False)],
+                [f"--address={HEAD_IP}:{gcs_port}", f"--node-ip-address={NODE_IP}", *common, *node_ports()],
                 env, tmp_path / "node.log", temp_dir,
             )  # fmt: skip
             stack.callback(node.stop)
@@ -145,6 +146,9 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+    leftovers = leftover_pids(temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not leftovers, leftovers
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 trials finished, 0 errored" in proc.stdout
 
@@ -163,4 +167,3 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
     # The report reads the results from that storage.
     df = load_trials([sweep_dir])
     assert (df["status"] == "finished").sum() == 4
-    assert not leftover_pids(temp_dir)
