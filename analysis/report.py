@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import plots, tables
+from analysis import fetch, plots, tables
 from analysis.load import find_sweeps, load_trials
 
 EXIT_BAD_INPUT = 2
@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sweeps", nargs="*", default=["results"], help="sweep directories or folders of them")
     p.add_argument("--out", default="reports", help="output folder (default: reports/)")
     args = p.parse_args(argv)
+    try:  # results in object storage (s3://...) are read from there
+        args.sweeps = [str(fetch.localize(s)) for s in args.sweeps]
+    except fetch.FetchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     sweep_dirs = find_sweeps(args.sweeps)
     if not sweep_dirs:
         print(f"error: no sweep results found under {', '.join(args.sweeps)}. Run `python -m ablate.run SWEEP.yaml` first "

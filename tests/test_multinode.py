@@ -164,6 +164,12 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
     print("trial placement (node ip, node id):", placement)
     assert {ip for ip, _ in placement} == {HEAD_IP, NODE_IP}
     assert len({node for _, node in placement}) == 2
-    # The report reads the results from that storage.
+    # The report reads the results from that storage, here through its URI as for s3:// or gs://.
     df = load_trials([sweep_dir])
     assert (df["status"] == "finished").sum() == 4
+    report = subprocess.run(
+        [sys.executable, "-m", "analysis.report", sweep_dir.as_uri(), "--out", str(tmp_path / "reports")],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "Trials: 4 finished" in (tmp_path / "reports" / "multinode" / "report.md").read_text()
