@@ -53,6 +53,7 @@ def test_paper_sweep_dry_run(name):
     assert len(trials) == EXPECTED_TRIALS
     assert spec.model.name_or_path == model and spec.data.source == data
     assert spec.data.max_length == 2048 and spec.model.gradient_checkpointing
+    assert spec.max_concurrent == 4  # one trial per GPU node; waiting trials hold no driver process
     t = trials[0]
     assert t["label"] == "SimPO" and t["hparams"]["beta"] == beta
     assert t["hparams"]["gamma"] == pytest.approx(beta * ratio) and t["training"]["learning_rate"] == lr
