@@ -356,7 +356,7 @@ def check_deepspeed(path: Path, spec: SweepSpec) -> None:
                 dsconfig.merged(
                     user,
                     dsconfig.generated(
-                        training, {"stage": 0, "offload": "none"}, spec.resources.workers, "float32", False
+                        training, spec.deepspeed.model_dump(), spec.resources.workers, "float32", False
                     ),
                 )
             except dsconfig.DeepSpeedConfigError as e:
