@@ -220,13 +220,8 @@ def train_and_evaluate(cfg: dict, device: torch.device, out_dir: Path) -> tuple[
     torch.set_num_threads(max(1, int(cfg["resources"]["cpus_per_worker"])))
     reset_peak_memory(device)
     seed_everything(cfg["seed"])
-    start, m, tr, method, hp = (
-        cfg["start"]["path"],
-        cfg["model"],
-        cfg["training"],
-        cfg["method"],
-        cfg["hparams"],
-    )
+    start, m, tr = cfg["start"]["path"], cfg["model"], cfg["training"]
+    method, hp = cfg["method"], cfg["hparams"]
     forced = dsconfig.precision(cfg["deepspeed"].get("user_config"))
     dtype = models.pick_dtype(forced or m["dtype"], device)
     ds_config = dsconfig.resolve(cfg, str(dtype).removeprefix("torch."), device.type == "cuda")
@@ -291,46 +286,18 @@ def train_and_evaluate(cfg: dict, device: torch.device, out_dir: Path) -> tuple[
         )
         return per_pair.mean(), (r_w > r_l).float().mean()
 
-    history: list[dict] = []
-    window: list[list[float]] = []  # per step: summed global loss and accuracy (this worker's share)
-    status, step, tokens = "finished", 0, 0
-    try:
-        for epoch in range(tr["epochs"]):
-            for group in epoch_groups(epoch):
-                step += 1
-                sums = [0.0, 0.0]
-                for j, idx in enumerate(group):
-                    mine = idx[shard(len(idx), rank, world)]
-                    batch = {
-                        k: v.to(device)
-                        for k, v in data_mod.collate_pairs([train_pairs[i] for i in mine], pad).items()
-                    }
-                    batch["index"] = torch.tensor(mine, device=device)
-                    loss, acc = loss_fn(batch)
-                    if _all_reduce([0.0 if torch.isfinite(loss) else 1.0], device, "max")[0]:
-                        raise Diverged(f"loss became {loss.item()} at step {step}")  # on every worker at once
-                    # The all-reduce averages over workers; this weight turns it into the micro-batch mean,
-                    # and 1/len(group) averages over the accumulated micro-batches, as ablate.train does.
-                    weight = len(mine) * world / len(idx)
-                    engine.set_gradient_accumulation_boundary(j == len(group) - 1)
-                    engine.backward(loss * weight / len(group), scale_wrt_gas=False)
-                    engine.step()
-                    share = len(mine) / len(idx) / len(group)
-                    sums[0] += loss.item() * share
-                    sums[1] += acc.item() * share
-                    tokens += int(batch["attention_mask"].sum())
-                window.append(sums)
-                if step % tr["log_every"] == 0 or step == total:
-                    summed = _all_reduce([sum(s[0] for s in window), sum(s[1] for s in window)], device)
-                    history.append({
-                        "step": step,
-                        "train_loss": summed[0] / len(window),
-                        "train_reward_accuracy": summed[1] / len(window),
-                        "lr": scheduler.get_last_lr()[0] if scheduler is not None else float("nan"),
-                    })  # fmt: skip
-                    window = []
-    except Diverged as e:
-        status, step, tokens = f"diverged: {e}", -1, 0
+    status, steps, tokens, history = train_steps(
+        engine,
+        scheduler,
+        loss_fn,
+        epoch_groups,
+        tr["epochs"],
+        total,
+        tr["log_every"],
+        train_pairs,
+        pad,
+        device,
+    )
     runtime = time.perf_counter() - t_train
 
     metrics: dict = {
@@ -349,7 +316,7 @@ def train_and_evaluate(cfg: dict, device: torch.device, out_dir: Path) -> tuple[
                 cfg, engine.module, ref_model, tokenizer, eval_pairs, eval_rows, dtype, device, ds_config
             )
         )
-        metrics["steps"] = step
+        metrics["steps"] = steps
         metrics["tokens_per_s"] = _all_reduce([tokens], device)[0] / max(runtime, 1e-9)
         if cfg["deepspeed"]["save_model"]:
             saved = save_policy(engine, tokenizer, out_dir, zero3)
@@ -360,6 +327,58 @@ def train_and_evaluate(cfg: dict, device: torch.device, out_dir: Path) -> tuple[
     metrics["trial_s"] = time.perf_counter() - t_start
     del hf_ds
     return (metrics, saved) if rank == 0 else ({}, None)
+
+
+def train_steps(engine, scheduler, loss_fn, epoch_groups, epochs, total, log_every, pairs, pad, device):
+    """The optimizer steps of all epochs; ``(status, steps, tokens, history)``, as ``ablate.train`` logs them.
+
+    ``epoch_groups(epoch)`` gives each step's global micro-batches (pair indices); this worker
+    trains on its share of each, and the boundary of accumulation is set by hand so that a short
+    last group is still one step, as in the single-process loop."""
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    history: list[dict] = []
+    window: list[list[float]] = []  # per step: the global mean loss and accuracy, this worker's part
+    step = tokens = 0
+    try:
+        for epoch in range(epochs):
+            for group in epoch_groups(epoch):
+                step += 1
+                sums = [0.0, 0.0]
+                for j, idx in enumerate(group):
+                    mine = idx[shard(len(idx), rank, world)]
+                    batch = {
+                        k: v.to(device)
+                        for k, v in data_mod.collate_pairs([pairs[i] for i in mine], pad).items()
+                    }
+                    batch["index"] = torch.tensor(mine, device=device)
+                    loss, acc = loss_fn(batch)
+                    if _all_reduce([0.0 if torch.isfinite(loss) else 1.0], device, "max")[0]:
+                        raise Diverged(f"loss became {loss.item()} at step {step}")  # on every worker at once
+                    # The all-reduce averages over workers; this weight turns it into the micro-batch mean,
+                    # and 1/len(group) averages over the accumulated micro-batches, as ablate.train does.
+                    weight = len(mine) * world / len(idx)
+                    engine.set_gradient_accumulation_boundary(j == len(group) - 1)
+                    engine.backward(loss * weight / len(group), scale_wrt_gas=False)
+                    engine.step()
+                    share = len(mine) / len(idx) / len(group)
+                    sums[0] += loss.item() * share
+                    sums[1] += acc.item() * share
+                    tokens += int(batch["attention_mask"].sum())
+                window.append(sums)
+                if step % log_every == 0 or step == total:
+                    summed = _all_reduce([sum(s[0] for s in window), sum(s[1] for s in window)], device)
+                    history.append({
+                        "step": step,
+                        "train_loss": summed[0] / len(window),
+                        "train_reward_accuracy": summed[1] / len(window),
+                        "lr": scheduler.get_last_lr()[0] if scheduler is not None else float("nan"),
+                    })  # fmt: skip
+                    window = []
+    except Diverged as e:
+        return f"diverged: {e}", -1, 0, history
+    return "finished", step, tokens, history
 
 
 def _node_ip() -> str:
