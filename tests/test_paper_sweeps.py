@@ -4,13 +4,10 @@ not touch the hub (HF_HUB_OFFLINE=1 here; hub ids are not looked up)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from ablate import spec as spec_mod
+from ablate.run import main as run_main
 from tests.conftest import REPO
 
 # Released SimPO settings (repository README): model, data, beta, gamma/beta, learning rate.
@@ -22,9 +19,8 @@ PAPER = {
 }  # fmt: skip
 LR_GRID = 4  # {3e-7, 5e-7, 6e-7, 1e-6}
 # SimPO + w/o LN + gamma=0 at the released setting, then each baseline's grid x the lr grid.
-EXPECTED_TRIALS = 3 + LR_GRID * (
-    3 + 4 + 3 + 3 + 4 + 4 * 3 + 4 + 4 * 4
-)  # DPO IPO CPO KTO ORPO R-DPO RRHF SLiC-HF
+BASELINE_GRIDS = 3 + 4 + 3 + 3 + 4 + 4 * 3 + 4 + 4 * 4  # DPO IPO CPO KTO ORPO R-DPO RRHF SLiC-HF
+EXPECTED_TRIALS = 3 + LR_GRID * BASELINE_GRIDS
 
 
 def test_every_paper_setting_has_a_file():
@@ -32,18 +28,11 @@ def test_every_paper_setting_has_a_file():
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
-def test_paper_sweep_dry_run(name):
+def test_paper_sweep_dry_run(name, capsys, monkeypatch):
     path = REPO / "sweeps" / "paper" / f"{name}.yaml"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ablate.run", str(path), "--dry-run"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run_main([str(path), "--dry-run"]) == 0  # the CLI's own entry point, in process
+    lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == f"{EXPECTED_TRIALS} trials"
     assert all(line.endswith("8 workers x (cpu=8.0 gpu=1.0), ZeRO-3") for line in lines[1:-1])
 
