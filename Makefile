@@ -6,7 +6,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -20,9 +20,17 @@ demo: install
 	$(PY) -m ablate.run sweeps/gamma.yaml --overwrite
 	$(PY) -m analysis.report results/gamma
 
-test: install
+test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# The report's browser test renders report.html in headless Chromium (Debian's `chromium` package).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; } || \
+	  { echo "error: the report test needs Chromium: install it (Debian/Ubuntu: apt-get install chromium)" >&2; exit 1; }
 
 bench: install
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,bench]'

@@ -4,10 +4,16 @@ Sources: the built-in synthetic task (``builtin:synthetic``), a local JSONL/JSON
 or a hub dataset id (through ``datasets``). Rows need ``prompt``, ``chosen`` and ``rejected``
 (field names configurable); chosen/rejected may also be chat message lists, as in
 UltraFeedback-binarized, in which case the last assistant message is the response.
+
+Bad rows (see README "Reliability"): a row without a field, with a value that is not text, a file
+that is not UTF-8 or not JSON is an error (``DataError``) before any trial starts; a pair with an
+empty response or identical responses is skipped, and over-long prompts and responses are
+truncated, each counted in the trial's metrics (``SKIP_COUNTS``).
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +22,8 @@ import torch
 
 IGNORE_INDEX = -100
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# Counted (not fatal) problems, reported in every trial's final metrics, over train and held-out pairs.
+SKIP_COUNTS = ("skipped_pairs_empty", "skipped_pairs_identical", "truncated_prompts", "truncated_responses")
 
 
 class DataError(ValueError):
@@ -42,6 +50,85 @@ def _response_text(value) -> str:
     return value
 
 
+def _is_chat(value) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(m, dict) and isinstance(m.get("content"), str) for m in value
+    )
+
+
+def read_json_rows(path: Path) -> list[tuple[int, object]]:
+    """``(line number, parsed value)`` of a JSON-lines file, or of a ``.json`` file holding one array.
+
+    Strict: bytes that are not UTF-8 and lines that are not JSON are errors naming the line."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path} line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}). "
+            "Re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.jsonl > out.jsonl`."
+        ) from None
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            return list(enumerate(json.loads(text), start=1))
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"{path}: not valid JSON ({e}). Fix the file or write one JSON object per line."
+            ) from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno}). "
+                "Each line must be one JSON object with the prompt and both responses."
+            ) from None
+    return rows
+
+
+def check_row(row, where: str, fields: tuple[str, str, str]) -> dict:
+    """One raw row -> ``{prompt, chosen, rejected}``, or a ``DataError`` naming the row and field."""
+    if not isinstance(row, dict):
+        raise DataError(
+            f"{where}: a row is a JSON object with fields {list(fields)}, got {type(row).__name__}."
+        )
+    out = {}
+    for name, field in zip(("prompt", "chosen", "rejected"), fields, strict=True):
+        value = row.get(field)
+        if field not in row or value is None:
+            raise DataError(
+                f"{where}: field {field!r} is missing (the row has {sorted(row)}). Every row needs "
+                f"{', '.join(map(repr, fields))}: fix or remove the row, or map the names with data.fields."
+            )
+        if not (isinstance(value, str) or _is_chat(value)):
+            raise DataError(
+                f"{where}: field {field!r} is {type(value).__name__} {str(value)[:40]!r}, not text. "
+                "Use a string (or a list of chat messages with string content)."
+            )
+        out[name] = value if name == "prompt" else _response_text(value)
+    return out
+
+
+def drop_unusable(rows: list[dict], counts: dict | None = None) -> list[dict]:
+    """Skip pairs that carry no preference: an empty response, or chosen identical to rejected."""
+    kept = []
+    for row in rows:
+        if not row["chosen"].strip() or not row["rejected"].strip():
+            key = "skipped_pairs_empty"
+        elif row["chosen"] == row["rejected"]:
+            key = "skipped_pairs_identical"
+        else:
+            kept.append(row)
+            continue
+        if counts is not None:
+            counts[key] = counts.get(key, 0) + 1
+    return kept
+
+
 def load_rows(
     source: str, split: str, fields: tuple[str, str, str] = ("prompt", "chosen", "rejected")
 ) -> list[dict]:
@@ -49,6 +136,11 @@ def load_rows(
     import datasets  # heavy; only needed for non-built-in data
 
     path = Path(source).expanduser()
+    if path.suffix in (".jsonl", ".json") and path.is_file():
+        rows = [check_row(row, f"{path} line {n}", fields) for n, row in read_json_rows(path)]
+        if not rows:
+            raise DataError(f"{path}: no rows. Give a file with one JSON object per line.")
+        return rows
     if path.suffix in LOCAL_FORMATS:
         if not path.is_file():
             raise DataError(f"data file {path} does not exist")
@@ -61,10 +153,7 @@ def load_rows(
             f"data set {source} has no field(s) {missing}; it has {ds.column_names}. "
             "Rename the columns or set data.fields in the sweep file."
         )
-    p, c, r = fields
-    return [
-        {"prompt": row[p], "chosen": _response_text(row[c]), "rejected": _response_text(row[r])} for row in ds
-    ]
+    return [check_row(row, f"{source} row {i}", fields) for i, row in enumerate(ds)]
 
 
 def format_prompt(tokenizer, prompt, use_chat_template: bool) -> str:
@@ -87,21 +176,35 @@ def tokenize_response(tokenizer, response: str, budget: int) -> list[int]:
 
 
 def tokenize_pairs(
-    tokenizer, rows: list[dict], max_length: int, max_prompt_length: int, use_chat_template: bool = False
+    tokenizer,
+    rows: list[dict],
+    max_length: int,
+    max_prompt_length: int,
+    use_chat_template: bool = False,
+    counts: dict | None = None,
 ) -> list[TokenizedPair]:
+    """Token ids of each pair; ``counts`` (if given) receives ``truncated_prompts`` and ``truncated_responses``."""
     out = []
     for row in rows:
         prompt = tokenize_prompt(
             tokenizer, format_prompt(tokenizer, row["prompt"], use_chat_template), max_prompt_length
         )
         budget = max_length - len(prompt)
-        out.append(
-            TokenizedPair(
-                prompt,
-                tokenize_response(tokenizer, row["chosen"], budget),
-                tokenize_response(tokenizer, row["rejected"], budget),
-            )
+        pair = TokenizedPair(
+            prompt,
+            tokenize_response(tokenizer, row["chosen"], budget),
+            tokenize_response(tokenizer, row["rejected"], budget),
         )
+        if counts is not None:
+            full_prompt = tokenize_prompt(
+                tokenizer, format_prompt(tokenizer, row["prompt"], use_chat_template), 10**9
+            )
+            counts["truncated_prompts"] = counts.get("truncated_prompts", 0) + (
+                len(full_prompt) > len(prompt)
+            )
+            cut = any(r[-1] != tokenizer.eos_token_id for r in (pair.chosen_ids, pair.rejected_ids))
+            counts["truncated_responses"] = counts.get("truncated_responses", 0) + cut
+        out.append(pair)
     return out
 
 
@@ -150,8 +253,9 @@ def batch_indices(
     return batches
 
 
-def load_splits(data: dict) -> tuple[list[dict], list[dict]]:
-    """(train rows, held-out rows) for a ``data`` section of a trial config."""
+def load_splits(data: dict, counts: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """(train rows, held-out rows) for a ``data`` section of a trial config, without unusable pairs
+    (``drop_unusable``; ``counts``, if given, receives how many were skipped and why)."""
     from ablate import synthetic
 
     if data["source"] == "builtin:synthetic":
@@ -162,7 +266,26 @@ def load_splits(data: dict) -> tuple[list[dict], list[dict]]:
     if path.suffix in LOCAL_FORMATS:
         rows = load_rows(data["source"], "train", fields)
         n_eval = max(1, len(rows) // 10)  # a single file: its last tenth is held out
-        return rows[:-n_eval], rows[-n_eval:]
-    return load_rows(data["source"], data["train_split"], fields), load_rows(
-        data["source"], data["eval_split"], fields
-    )
+        train, held_out = rows[:-n_eval], rows[-n_eval:]
+    else:
+        train = load_rows(data["source"], data["train_split"], fields)
+        held_out = load_rows(data["source"], data["eval_split"], fields)
+    train, held_out = drop_unusable(train, counts), drop_unusable(held_out, counts)
+    for name, rows in (("training", train), ("held-out", held_out)):
+        if not rows:
+            raise DataError(
+                f"{data['source']}: no usable {name} pairs left after skipping empty and identical "
+                "responses. Give pairs whose chosen and rejected responses are non-empty and differ."
+            )
+    return train, held_out
+
+
+def validate_local(data: dict) -> dict[str, int] | None:
+    """Driver-side check of a local data file before any trial starts: the ``DataError`` a trial
+    would raise, or the counts of pairs that trials will skip. None for built-in and hub data."""
+    path = Path(data["source"]).expanduser()
+    if data["source"].startswith("builtin:") or path.suffix not in LOCAL_FORMATS:
+        return None
+    counts = {"skipped_pairs_empty": 0, "skipped_pairs_identical": 0}
+    train, held_out = load_splits(data, counts)
+    return {"train_pairs": len(train), "held_out_pairs": len(held_out), **counts}

@@ -20,6 +20,7 @@ single-process trials find them too. SimPO and the other reference-free methods 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -32,10 +33,19 @@ import torch
 
 from ablate import data as data_mod
 from ablate import dsconfig, losses, models
-from ablate.evaluate import PairLogps, generate, generation_metrics, pair_logps, preference_metrics
+from ablate.evaluate import (
+    PairLogps,
+    generate,
+    generation_metrics,
+    heldout_records,
+    pair_logps,
+    preference_metrics,
+)
 from ablate.train import Diverged, sequence_logps
 from ablate.trial import (
+    HELDOUT_FILE,
     Report,
+    SaveArtifact,
     peak_memory_mb,
     reference_cache_path,
     reset_peak_memory,
@@ -55,8 +65,11 @@ def is_distributed(cfg: dict) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def run_distributed_trial(cfg: dict, report: Report) -> dict:
-    """Run one trial on ``resources.workers`` Ray Train workers; report its history and final metrics to Tune."""
+def run_distributed_trial(cfg: dict, report: Report, save_artifact: SaveArtifact | None = None) -> dict:
+    """Run one trial on ``resources.workers`` Ray Train workers; report its history and final metrics to Tune.
+
+    ``save_artifact`` receives ``heldout.json`` as from a single-process trial. A retried trial
+    starts over (no mid-training checkpoints)."""
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -64,10 +77,8 @@ def run_distributed_trial(cfg: dict, report: Report) -> dict:
     res = cfg["resources"]
     use_gpu = res["gpus_per_worker"] > 0
     per_worker = {"CPU": res["cpus_per_worker"], **({"GPU": res["gpus_per_worker"]} if use_gpu else {})}
-    # The Train run's files (checkpoint included) go inside this trial's directory in the sweep's storage.
-    trial_dir = Path(tune.get_context().get_trial_dir()).name
-    storage = cfg.get("storage")
-    storage_path = f"{storage.rstrip('/')}/{cfg['sweep']}/{trial_dir}" if storage else None
+    # The Train run's files (the trained policy included) go inside this trial's directory in storage.
+    storage = tune.get_context().get_storage()
     env = {"TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR")
            or str(Path(cfg["cache_dir"]).expanduser() / "torch_extensions")}  # fmt: skip
     trainer = TorchTrainer(
@@ -79,7 +90,8 @@ def run_distributed_trial(cfg: dict, report: Report) -> dict:
         ),
         run_config=RunConfig(
             name="train",
-            storage_path=storage_path,
+            storage_path=storage.trial_fs_path,
+            storage_filesystem=storage.storage_filesystem,
             failure_config=FailureConfig(max_failures=0),  # retries are Tune's (max_failures in the sweep)
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
@@ -88,6 +100,9 @@ def run_distributed_trial(cfg: dict, report: Report) -> dict:
     metrics = dict(result.metrics or {})
     for row in metrics.pop("history", []):
         report(row)
+    heldout = metrics.pop("heldout", None)
+    if heldout is not None and save_artifact is not None:
+        save_artifact(HELDOUT_FILE, json.dumps(heldout).encode())
     if result.checkpoint is not None:
         metrics["checkpoint_path"] = result.checkpoint.path
     report(metrics)
@@ -231,7 +246,8 @@ def train_and_evaluate(cfg: dict, device: torch.device, out_dir: Path) -> tuple[
 
     tokenizer = models.load_tokenizer(start, m["trust_remote_code"])
     pad = tokenizer.pad_token_id
-    train_pairs, eval_pairs, eval_rows = tokenized_splits(cfg, tokenizer)
+    counts = dict.fromkeys(data_mod.SKIP_COUNTS, 0)
+    train_pairs, eval_pairs, eval_rows = tokenized_splits(cfg, tokenizer, counts)
 
     t_train = time.perf_counter()
     ref_model = ref_train = None
@@ -287,17 +303,8 @@ def train_and_evaluate(cfg: dict, device: torch.device, out_dir: Path) -> tuple[
         return per_pair.mean(), (r_w > r_l).float().mean()
 
     status, steps, tokens, history = train_steps(
-        engine,
-        scheduler,
-        loss_fn,
-        epoch_groups,
-        tr["epochs"],
-        total,
-        tr["log_every"],
-        train_pairs,
-        pad,
-        device,
-    )
+        engine, scheduler, loss_fn, epoch_groups, tr["epochs"], total, tr["log_every"], train_pairs, pad, device
+    )  # fmt: skip
     runtime = time.perf_counter() - t_train
 
     metrics: dict = {
@@ -308,18 +315,21 @@ def train_and_evaluate(cfg: dict, device: torch.device, out_dir: Path) -> tuple[
         "zero_stage": dsconfig.zero_stage(ds_config),
         "global_batch": ds_config["train_batch_size"],
         "history": history,
+        **counts,
     }
     saved = None
-    if status == "finished":
-        metrics.update(
-            evaluate(
-                cfg, engine.module, ref_model, tokenizer, eval_pairs, eval_rows, dtype, device, ds_config
-            )
-        )
-        metrics["steps"] = steps
+    if status != "finished":
+        metrics["diverged_at_step"] = steps + 1
+    else:
+        records: dict = {}
+        metrics.update(evaluate(
+            cfg, engine.module, ref_model, tokenizer, eval_pairs, eval_rows, dtype, device, ds_config, records
+        ))  # fmt: skip
+        metrics["heldout"] = records  # written to heldout.json by the trial's driver
         metrics["tokens_per_s"] = _all_reduce([tokens], device)[0] / max(runtime, 1e-9)
         if cfg["deepspeed"]["save_model"]:
             saved = save_policy(engine, tokenizer, out_dir, zero3)
+    metrics["steps"] = steps
     metrics["peak_memory_mb"] = _all_reduce([peak_memory_mb(device)], device, "max")[0]  # the busiest worker
     ips: list[Any] = [None] * world
     dist.all_gather_object(ips, _node_ip())
@@ -355,7 +365,9 @@ def train_steps(engine, scheduler, loss_fn, epoch_groups, epochs, total, log_eve
                     batch["index"] = torch.tensor(mine, device=device)
                     loss, acc = loss_fn(batch)
                     if _all_reduce([0.0 if torch.isfinite(loss) else 1.0], device, "max")[0]:
-                        raise Diverged(f"loss became {loss.item()} at step {step}")  # on every worker at once
+                        e = Diverged("loss became not finite")  # on every worker at once
+                        e.step = step
+                        raise e
                     # The all-reduce averages over workers; this weight turns it into the micro-batch mean,
                     # and 1/len(group) averages over the accumulated micro-batches, as ablate.train does.
                     weight = len(mine) * world / len(idx)
@@ -377,7 +389,8 @@ def train_steps(engine, scheduler, loss_fn, epoch_groups, epochs, total, log_eve
                     })  # fmt: skip
                     window = []
     except Diverged as e:
-        return f"diverged: {e}", -1, 0, history
+        # As a single-process trial: stop at once, keep the last logged metrics, no evaluation.
+        return f"diverged: {e} at step {e.step}", e.step - 1, 0, history
     return "finished", step, tokens, history
 
 
@@ -390,10 +403,11 @@ def _node_ip() -> str:
         return socket.gethostbyname(socket.gethostname())
 
 
-def evaluate(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, dtype, device, ds_config) -> dict:
-    """The single-process trial's held-out metrics, computed on shares of the held-out set."""
-    import json
-
+def evaluate(
+    cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, dtype, device, ds_config, records
+) -> dict:
+    """The single-process trial's held-out metrics, computed on shares of the held-out set;
+    ``records`` receives the per-response data (``heldout_records``)."""
     ev, pad = cfg["evaluation"], tokenizer.pad_token_id
     pol = sharded_pair_logps(policy, eval_pairs, ev["batch_size"], pad, device)
     ref = None
@@ -402,6 +416,7 @@ def evaluate(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, dtype, de
     elif cfg["reference"] == "precomputed":
         ref = reference_logps(cfg, cfg["start"]["path"], eval_pairs, "eval", dtype, device, ds_config, pad)
     metrics = preference_metrics(cfg["method"], cfg["hparams"], pol, ref)
+    generations = None
     if ev["generate"]:
         n = ev["num_prompts"]
         prompts = [p.prompt_ids for p in eval_pairs[:n]]
@@ -412,6 +427,8 @@ def evaluate(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, dtype, de
         baseline = cfg["start"]["baseline"]
         baseline = json.loads(Path(baseline).read_text()) if baseline else None
         metrics.update(generation_metrics([r["prompt"] for r in eval_rows[:n]], texts, counts, baseline))
+        generations = ([r["prompt"] for r in eval_rows[:n]], texts, counts, baseline)
+    records.update(heldout_records(cfg["method"], cfg["hparams"], pol, ref, generations))
     return metrics
 
 

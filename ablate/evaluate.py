@@ -122,3 +122,52 @@ def generation_metrics(
         metrics["oracle_win_rate"] = sum(wins) / len(wins)
         metrics["oracle_reward"] = sum(ours) / len(ours)
     return metrics
+
+
+def heldout_records(
+    method: str,
+    hparams: dict,
+    policy: PairLogps,
+    ref: PairLogps | None,
+    generations: tuple[list[str], list[str], list[int], list[str] | None] | None = None,
+) -> dict:
+    """Per-response held-out data for the report's scatter and contingency figures (``heldout.json``).
+
+    ``pairs``: per held-out pair, the average log-likelihoods, lengths and implicit rewards of chosen
+    and rejected. ``generations`` (prompts, texts, token counts, SFT baseline texts): per prompt, the
+    generation's length and, on the built-in task, its and the SFT answer's oracle rewards."""
+    _, r_w, r_l = losses.preference_loss(
+        method,
+        policy.chosen,
+        policy.rejected,
+        policy.chosen_len,
+        policy.rejected_len,
+        ref_chosen_logps=None if ref is None else ref.chosen,
+        ref_rejected_logps=None if ref is None else ref.rejected,
+        **hparams,
+    )
+
+    def rounded(t: torch.Tensor) -> list[float]:
+        return [round(float(v), 5) for v in t.tolist()]
+
+    out: dict = {
+        "pairs": {
+            "chosen_avg_logp": rounded(policy.chosen / policy.chosen_len.clamp(min=1)),
+            "rejected_avg_logp": rounded(policy.rejected / policy.rejected_len.clamp(min=1)),
+            "chosen_len": [int(v) for v in policy.chosen_len.tolist()],
+            "rejected_len": [int(v) for v in policy.rejected_len.tolist()],
+            "chosen_reward": rounded(r_w),
+            "rejected_reward": rounded(r_l),
+        }
+    }
+    if generations is not None:
+        prompts, texts, counts, baseline = generations
+        out["generations"] = {"length": list(counts)}
+        if baseline is not None:  # the built-in task: its oracle scores any text
+            out["generations"]["oracle_reward"] = [
+                round(oracle_reward(p, g), 5) for p, g in zip(prompts, texts, strict=True)
+            ]
+            out["generations"]["sft_oracle_reward"] = [
+                round(oracle_reward(p, b), 5) for p, b in zip(prompts, baseline, strict=True)
+            ]
+    return out

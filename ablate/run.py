@@ -69,6 +69,26 @@ def summarize(outcome, metric: str, mode: str) -> None:
     print(f"Results: {outcome.path}\nReport:  python -m analysis.report {outcome.path}")
 
 
+def check_data(sweep: str, spec) -> bool:
+    """Read a local data file before anything launches: a bad file is an error here, not in every trial."""
+    from ablate.data import DataError, validate_local
+
+    try:
+        counts = validate_local(spec.data.model_dump())
+    except DataError as e:
+        print(f"error: {sweep}: data.source: {e}", file=sys.stderr)
+        return False
+    if counts:
+        skipped = ", ".join(
+            f"{v} {k.removeprefix('skipped_pairs_')}" for k, v in counts.items() if "skip" in k and v
+        )
+        print(
+            f"Data {spec.data.source}: {counts['train_pairs']} training and {counts['held_out_pairs']} held-out pairs"
+            + (f"; skipped pairs: {skipped}" if skipped else "")
+        )
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.schema:
@@ -84,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         trials = spec_mod.expand(spec)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if spec.model.trust_remote_code:
+        print(
+            f"warning: {args.sweep}: model.trust_remote_code is true: Python code shipped with "
+            f"{spec.model.name_or_path!r} will be imported and run by every trial that loads it. "
+            "Set it only for a model whose code you have read; the default is false.",
+            file=sys.stderr,
+        )
+    if not check_data(args.sweep, spec):
         return EXIT_BAD_INPUT
     if args.dry_run:
         print_dry_run(trials)
@@ -113,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     for t in trials:
         t["start"] = start
         t["cache_dir"] = str(Path(spec.cache_dir).expanduser().resolve())
-        t["storage"] = tune.storage_uri(spec.storage)  # multi-worker trials put their checkpoints there
     try:
         tune.connect(args.address)
     except (ConnectionError, RuntimeError, ValueError) as e:

@@ -115,6 +115,12 @@ class TrainingConfig(_Strict):
     max_grad_norm: float = Field(1.0, ge=0)
     log_every: int = Field(10, ge=1)
     group_by_length: bool = True
+    checkpoint_every: int = Field(
+        50,
+        ge=0,
+        description="Steps between checkpoints (model, optimizer, scheduler, step, RNG) that a retried or "
+        "resumed trial restarts from; 0: no checkpoints.",
+    )
 
 
 class EvalConfig(_Strict):
@@ -402,6 +408,8 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
         "cache_dir": spec.cache_dir,
         "resources": spec.resources.model_dump(),
         "deepspeed": deepspeed_settings(spec),
+        "metric": spec.metric,  # recorded for the report's best-setting rule
+        "mode": spec.mode,
     }
     for entry in spec.methods:
         for hp in _grid_points(entry.hparams):

@@ -44,8 +44,14 @@ def _atomic_dir(final: Path, build) -> Path:
     return final
 
 
+# The SFT demonstrations depend on these task fields only; the label knobs (length_bias,
+# temperature) and pair counts do not change them, so sweeps over those share one start point.
+SFT_TASK_FIELDS = ("version", "seed", "n_sft", "min_keywords", "max_keywords")
+
+
 def sft_model_dir(cache_dir: str, model: dict, data: dict, sft: dict) -> Path:
-    key = cache_key({"v": CACHE_VERSION, "tiny": model["tiny"], "task": data["task"], "sft": sft,
+    task = {k: data["task"][k] for k in SFT_TASK_FIELDS}
+    key = cache_key({"v": CACHE_VERSION, "tiny": model["tiny"], "task": task, "sft": sft,
                      "max_length": data["max_length"], "max_prompt_length": data["max_prompt_length"]})  # fmt: skip
     return Path(cache_dir).expanduser().resolve() / f"sft-{key}"
 

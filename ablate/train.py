@@ -21,7 +21,13 @@ LossFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or infinite; the trial stops with its last finite metrics."""
+    """The loss became NaN or infinite; the trial stops with its last finite metrics.
+
+    ``train`` sets ``step`` (the step whose loss was not finite) and ``metrics`` (the averaged
+    statistics of the finite steps since the last log, or None if there were none)."""
+
+    step: int | None = None
+    metrics: dict[str, float] | None = None
 
 
 def sequence_logps(
@@ -46,6 +52,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     log_every: int = 10
+    checkpoint_every: int = 0  # also call on_log at these steps, so a checkpoint can be saved there
 
 
 @dataclass
@@ -64,11 +71,13 @@ def train(
     on_log: Callable[[int, dict[str, float], dict], None] | None = None,
     start_step: int = 0,
     optimizer_state: dict | None = None,
+    before_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place. ``make_batches(epoch)`` gives that epoch's micro-batches.
 
     ``on_log(step, metrics, state)`` gets the averaged step statistics and the optimizer and
     scheduler state (for checkpoints); ``start_step``/``optimizer_state`` resume from one.
+    ``before_step(step)`` runs before each step (the fault-injection hook of ``ablate.faults``).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -89,12 +98,20 @@ def train(
             if step <= start_step:  # resumed from a checkpoint: skip steps already taken
                 continue
             group = batches[first : first + settings.grad_accum]
-            stats = _step(model, group, loss_fn, optimizer, scheduler, params, settings.max_grad_norm)
+            if before_step is not None:
+                before_step(step)
+            try:
+                stats = _step(model, group, loss_fn, optimizer, scheduler, params, settings.max_grad_norm)
+            except Diverged as e:
+                e.step = step
+                e.metrics = _average(window) if window else None
+                raise
             result.steps = step
             result.tokens += sum(int(b["attention_mask"].sum()) for b in group)
             window.append(stats)
-            if step % settings.log_every == 0 or step == total:
-                logged = {k: sum(s[k] for s in window) / len(window) for k in window[0]}
+            checkpoint = settings.checkpoint_every > 0 and step % settings.checkpoint_every == 0
+            if step % settings.log_every == 0 or step == total or checkpoint:
+                logged = _average(window)
                 logged["lr"] = scheduler.get_last_lr()[0]
                 result.history.append({"step": step, **logged})
                 window = []
@@ -106,6 +123,10 @@ def train(
                     )
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _average(window: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(s[k] for s in window) / len(window) for k in window[0]}
 
 
 def _step(model, group, loss_fn, optimizer, scheduler, params, max_grad_norm) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """One trial end to end: load the start point, train one policy with one objective, evaluate it.
 
 Ray-free: ``run_trial(config, report)`` takes a plain trial config (see ``ablate.spec.expand``)
-and a ``report(metrics)`` callback; ``ablate.tune`` passes Ray Tune's."""
+and a ``report(metrics)`` callback; ``ablate.tune`` passes Ray Tune's, and a checkpoint callback
+and the state to resume from (``ablate.checkpoint``)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,31 @@ import json
 import os
 import random
 import resource
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from ablate import checkpoint as ckpt_mod
 from ablate import data as data_mod
-from ablate import losses, models
-from ablate.evaluate import PairLogps, generate, generation_metrics, pair_logps, preference_metrics
+from ablate import faults, losses, models
+from ablate.evaluate import (
+    PairLogps,
+    generate,
+    generation_metrics,
+    heldout_records,
+    pair_logps,
+    preference_metrics,
+)
 from ablate.startpoint import cache_key
 from ablate.train import Diverged, TrainSettings, sequence_logps, train
 
 Report = Callable[[dict], None]
+ReportCheckpoint = Callable[[dict, str], None]  # (metrics, checkpoint directory)
+SaveArtifact = Callable[[str, bytes], None]  # (file name, content) -> a file in the trial's directory
+HELDOUT_FILE = "heldout.json"  # per-response held-out data, read by analysis/ for its figures
 
 
 def seed_everything(seed: int) -> None:
@@ -52,14 +65,15 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def tokenized_splits(cfg: dict, tokenizer) -> tuple[list, list, list[dict]]:
-    """Tokenized train and held-out pairs, and the held-out rows (for prompts and the oracle)."""
+def tokenized_splits(cfg: dict, tokenizer, counts: dict | None = None) -> tuple[list, list, list[dict]]:
+    """Tokenized train and held-out pairs, and the held-out rows (for prompts and the oracle).
+    ``counts`` (if given) receives the skipped and truncated pairs (``ablate.data.SKIP_COUNTS``)."""
     d = cfg["data"]
-    train_rows, eval_rows = data_mod.load_splits(d)
+    train_rows, eval_rows = data_mod.load_splits(d, counts)
 
     def tok(rows):
         return data_mod.tokenize_pairs(
-            tokenizer, rows, d["max_length"], d["max_prompt_length"], d["chat_template"]
+            tokenizer, rows, d["max_length"], d["max_prompt_length"], d["chat_template"], counts
         )
 
     return tok(train_rows), tok(eval_rows), eval_rows
@@ -87,8 +101,20 @@ def precomputed_reference(cfg: dict, start: str, pairs: list, name: str, device,
     return out
 
 
-def run_trial(cfg: dict, report: Report) -> dict:
-    """Train and evaluate one policy; report training metrics every ``log_every`` steps and the final ones."""
+def run_trial(
+    cfg: dict,
+    report: Report,
+    save_artifact: SaveArtifact | None = None,
+    report_checkpoint: ReportCheckpoint | None = None,
+    resume: dict | None = None,
+) -> dict:
+    """Train and evaluate one policy; report training metrics every ``log_every`` steps and the final ones.
+
+    ``save_artifact``, when given, receives ``heldout.json`` (per-response held-out data) before the
+    final report. With ``report_checkpoint``, every ``training.checkpoint_every`` steps the metrics
+    are reported through it together with a checkpoint directory (``ablate.checkpoint``); ``resume``
+    is such a checkpoint's state, from which training continues. A loss that becomes NaN or infinite
+    ends the trial at once with status ``diverged: ...`` and its last finite training metrics."""
     t_start = time.perf_counter()
     device = models.pick_device()
     torch.set_num_threads(max(1, int(cfg.get("resources", {}).get("cpus", 1))))
@@ -101,7 +127,8 @@ def run_trial(cfg: dict, report: Report) -> dict:
     policy = models.load_model(
         start, device, dtype, m["trust_remote_code"], True, m["gradient_checkpointing"]
     )
-    train_pairs, eval_pairs, eval_rows = tokenized_splits(cfg, tokenizer)
+    counts = dict.fromkeys(data_mod.SKIP_COUNTS, 0)
+    train_pairs, eval_pairs, eval_rows = tokenized_splits(cfg, tokenizer, counts)
     pad = tokenizer.pad_token_id
     method, hp, tr = cfg["method"], cfg["hparams"], cfg["training"]
 
@@ -143,38 +170,77 @@ def run_trial(cfg: dict, report: Report) -> dict:
             method, logps[:b], logps[b:], lens[:b], lens[b:], ref_w, ref_l, **hp
         )
         loss = per_pair.mean()
+        if poison:  # an injected nan/inf fault (ablate.faults)
+            loss = loss + poison.pop()
         return loss, {"train_loss": loss.item(), "train_reward_accuracy": (r_w > r_l).float().mean().item()}
 
     last: dict[str, float] = {}
+    start_step, prior_runtime, optimizer_state = 0, 0.0, None
+    if resume is not None:
+        policy.load_state_dict(resume["model"])
+        start_step, prior_runtime = resume["step"], resume["runtime_s"]
+        optimizer_state = {"optimizer": resume["optimizer"], "scheduler": resume["scheduler"]}
+        last.update(resume["last_metrics"])
+        ckpt_mod.restore_rng(resume)
+    checkpoint_every = tr.get("checkpoint_every", 0) if report_checkpoint is not None else 0
 
-    def on_log(step: int, logged: dict, _state: dict) -> None:
+    def on_log(step: int, logged: dict, state: dict) -> None:
         last.update(logged)
-        report({"step": step, **logged})
+        if checkpoint_every and step % checkpoint_every == 0:
+            elapsed = prior_runtime + time.perf_counter() - t_train
+            with tempfile.TemporaryDirectory(prefix="ablate-checkpoint-") as d:
+                ckpt_mod.save(d, policy, state, step, last, elapsed)
+                report_checkpoint({"step": step, **logged}, d)  # Ray copies it into storage before returning
+        else:
+            report({"step": step, **logged})
+
+    injected = faults.for_trial(cfg["index"], start_step)
+    poison: list[float] = []
+
+    def before_step(step: int) -> None:
+        kind = injected.get(step)
+        if kind in ("nan", "inf"):
+            poison.append(float(kind))
+        elif kind:
+            faults.fire(kind, step)
 
     settings = TrainSettings(
         learning_rate=tr["learning_rate"], epochs=tr["epochs"], grad_accum=tr["grad_accum"],
         warmup_ratio=tr["warmup_ratio"], weight_decay=tr["weight_decay"], max_grad_norm=tr["max_grad_norm"],
-        log_every=tr["log_every"],
+        log_every=tr["log_every"], checkpoint_every=checkpoint_every,
     )  # fmt: skip
-    status = "finished"
+    status, extra = "finished", {}
     try:
-        result = train(policy, make_batches, loss_fn, settings, on_log)
+        result = train(
+            policy, make_batches, loss_fn, settings, on_log, start_step, optimizer_state, before_step
+        )
         steps, tokens = result.steps, result.tokens
     except Diverged as e:
-        status, steps, tokens = f"diverged: {e}", -1, 0
+        # Stop at once: no evaluation of a model whose next step was not finite; keep the last
+        # finite training metrics (those logged, updated by the finite steps since the last log).
+        last.update(e.metrics or {})
+        status, steps, tokens = f"diverged: {e} at step {e.step}", (e.step or 1) - 1, 0
+        extra = {"diverged_at_step": e.step, "train_reward_accuracy": last.get("train_reward_accuracy")}
     runtime = time.perf_counter() - t_train
 
     metrics: dict = {
         "status": status,
         "train_loss": last.get("train_loss", float("nan")),
-        "runtime_s": runtime,
+        "runtime_s": prior_runtime + runtime,
+        **extra,
+        **counts,
     }
+    if start_step:
+        metrics["resumed_from_step"] = start_step
     if status == "finished":
+        records: dict = {}
         metrics.update(
-            evaluate_policy(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device)
+            evaluate_policy(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device, records)
         )
-        metrics["steps"] = steps
-        metrics["tokens_per_s"] = tokens / max(runtime, 1e-9)
+        if save_artifact is not None:
+            save_artifact(HELDOUT_FILE, json.dumps(records).encode())
+        metrics["tokens_per_s"] = tokens / max(runtime, 1e-9)  # of this attempt
+    metrics["steps"] = steps
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     metrics["trial_s"] = time.perf_counter() - t_start
     report(metrics)
@@ -182,8 +248,9 @@ def run_trial(cfg: dict, report: Report) -> dict:
 
 
 def evaluate_policy(
-    cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device
+    cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device, records: dict | None = None
 ) -> dict[str, float]:
+    """Held-out metrics; ``records``, when given, is filled with the per-response data (``heldout_records``)."""
     ev = cfg["evaluation"]
     pad = tokenizer.pad_token_id
     pol = pair_logps(policy, eval_pairs, ev["batch_size"], pad, device)
@@ -193,6 +260,7 @@ def evaluate_policy(
     elif cfg["reference"] == "precomputed":
         ref = precomputed_reference(cfg, start, eval_pairs, "eval", device, pad)
     metrics = preference_metrics(cfg["method"], cfg["hparams"], pol, ref)
+    generations = None
     if ev["generate"]:
         n = ev["num_prompts"]
         prompts = [p.prompt_ids for p in eval_pairs[:n]]
@@ -200,4 +268,7 @@ def evaluate_policy(
         baseline = cfg["start"]["baseline"]
         baseline = json.loads(Path(baseline).read_text()) if baseline else None
         metrics.update(generation_metrics([r["prompt"] for r in eval_rows[:n]], texts, counts, baseline))
+        generations = ([r["prompt"] for r in eval_rows[:n]], texts, counts, baseline)
+    if records is not None:
+        records.update(heldout_records(cfg["method"], cfg["hparams"], pol, ref, generations))
     return metrics

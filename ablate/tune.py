@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -11,25 +12,75 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from ablate import distributed
+from ablate import checkpoint, distributed
 from ablate.trial import run_trial
 
 TRIAL_KEY = "trial"
+FINAL_RECORD = "final.json"  # a trial's final metrics, written by the trial before it reports them
+KEEP_CHECKPOINTS = 2  # per trial; Ray deletes older ones (and snapshots the sweep state that often)
 
 
 def trainable(config: dict) -> None:
-    """The function Ray Tune runs for each trial."""
-    cfg = config[TRIAL_KEY]
-    if distributed.is_distributed(cfg):
-        distributed.run_distributed_trial(cfg, report=with_node(tune.report))
+    """The function Ray Tune runs for each trial.
+
+    Restores from the trial's latest checkpoint when Ray retries or resumes it. Before reporting its
+    final metrics, a trial writes them to ``<trial dir>/final.json`` (atomically); a trial that
+    starts and finds that record re-reports it instead of training again. This covers the window in
+    which Ray's own record of the sweep (snapshotted every few seconds) is older than a trial's end:
+    after a driver kill, ``--resume`` restarts such a trial, which then only replays its result."""
+    final = read_from_trial_dir(FINAL_RECORD)
+    if final is not None:
+        tune.report({**final, "replayed_final_record": True})
         return
-    run_trial(cfg, report=with_node(tune.report))
+    resume = None
+    if (ckpt := tune.get_checkpoint()) is not None:
+        with ckpt.as_directory() as d:
+            resume = checkpoint.load(d)
 
-
-def with_node(report):
-    """Adds the Ray node that ran the trial to its final metrics (the one with ``status``)."""
     node_id = ray.get_runtime_context().get_node_id()
-    return lambda m: report({**m, "node_id": m.get("node_id", node_id)} if "status" in m else m)
+
+    def report(metrics: dict) -> None:
+        if "status" in metrics:
+            metrics = {**metrics, "node_id": metrics.get("node_id", node_id)}  # where the trial ran
+            save_to_trial_dir(FINAL_RECORD, json.dumps(metrics, default=str).encode())
+        tune.report(metrics)
+
+    def report_checkpoint(metrics: dict, directory: str) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    if distributed.is_distributed(config[TRIAL_KEY]):  # Ray Train workers with DeepSpeed; starts over
+        distributed.run_distributed_trial(config[TRIAL_KEY], report=report, save_artifact=save_to_trial_dir)
+        return
+    run_trial(
+        config[TRIAL_KEY], report=report, save_artifact=save_to_trial_dir,
+        report_checkpoint=report_checkpoint, resume=resume,
+    )  # fmt: skip
+
+
+def save_to_trial_dir(name: str, data: bytes) -> None:
+    """Write a file into this trial's directory in storage (a local path or a URI), at once.
+
+    Files in the trial's working directory reach storage only with ``SyncConfig(sync_artifacts=True)``
+    and then on a timer (every 5 min by default, none forced at the trial's end), so a small result
+    file goes straight through the storage filesystem instead: written under a temporary name, then
+    moved, so a reader sees the whole file or none."""
+    storage = tune.get_context().get_storage()
+    fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
+    fs.create_dir(trial_dir, recursive=True)
+    tmp = f"{trial_dir}/.{name}.{os.getpid()}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, f"{trial_dir}/{name}")
+
+
+def read_from_trial_dir(name: str) -> dict | None:
+    """A JSON file of this trial's directory in storage; None if absent or unreadable (then: train)."""
+    storage = tune.get_context().get_storage()
+    try:
+        with storage.storage_filesystem.open_input_stream(f"{storage.trial_fs_path}/{name}") as f:
+            return json.loads(f.readall())
+    except (FileNotFoundError, OSError, ValueError):
+        return None
 
 
 def trial_resources(resources: dict) -> dict:
@@ -113,12 +164,16 @@ def run(
     log=print,
 ) -> SweepOutcome:
     path = experiment_path(storage, name)
+    # Keeping KEEP_CHECKPOINTS per trial makes Ray snapshot the sweep state after that many checkpoints
+    # (so it never points at a deleted one); with short trials it then warns about frequent snapshots.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     wrapped = tune.with_resources(trainable, trial_resources(resources))
     progress = Progress(len(trials), log)
     run_config = tune.RunConfig(
         name=name,
         storage_path=storage_uri(storage),
         failure_config=tune.FailureConfig(max_failures=max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         verbose=0,
         callbacks=[progress],
     )

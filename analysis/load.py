@@ -1,24 +1,60 @@
-"""Finished sweeps on disk → one pandas DataFrame with a row per trial.
+"""Sweeps on disk → one pandas DataFrame with a row per trial (Ray-free).
 
-Reads Ray Tune's trial layout directly (``params.json``, ``result.json``, ``error.txt``) so the
-analysis needs no Ray. A trial whose files cannot be read is kept, with status ``unreadable``."""
+Reads Ray Tune's trial layout directly: ``params.json`` (the trial config), ``result.json`` (one
+JSON line per report; the last line with a ``status`` key is the trial's final record),
+``error.txt`` (written by Ray when a trial raises), ``heldout.json`` (per-response held-out data
+written by the trial) and the sweep's newest ``experiment_state-*.json`` (Ray's status of every
+trial, including trials that never got a directory).
+
+Every trial gets a row and a ``status``; none is dropped:
+
+* ``finished``      the trial trained, evaluated and wrote its final record;
+* ``diverged``      training stopped on a NaN/inf loss (final record with ``status: diverged: ...``);
+* ``errored``       the trial raised (Ray's status ERROR, or ``error.txt`` without a final record);
+* ``stopped early`` Ray terminated it before its final record (an early-stopping scheduler);
+* ``unfinished``    running, paused or interrupted (no final record, not terminated);
+* ``pending``       known to Ray's experiment state but never started (no directory);
+* ``unreadable``    its ``params.json`` cannot be read; skipped by the analysis, listed in the report.
+
+Settings are matched across sweeps by config, not by directory names: ``config_key`` hashes the
+trial config without the seed and the bookkeeping that differs between runs of the same setting
+(paths, sweep name, trial index, the sweep's metric)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 from pathlib import Path
 
 import pandas as pd
 
-METRICS = [
-    "reward_accuracy", "reward_margin", "chosen_avg_logp", "rejected_avg_logp", "length_logp_spearman",
-    "reward_likelihood_agreement", "gen_length", "oracle_win_rate", "oracle_reward", "runtime_s",
-    "peak_memory_mb", "tokens_per_s", "train_loss",
-]  # fmt: skip
+FINISHED = "finished"
+STATUSES = ["finished", "diverged", "errored", "stopped early", "unfinished", "pending", "unreadable"]
+
+# Trial-config keys that do not change what a trial computes, or that differ between the seeds
+# of one setting; everything else (method, hparams, training, data, model, evaluation, resources,
+# reference, label, the start point's id) defines the setting.
+NOT_SETTING = {"seed", "index", "sweep", "cache_dir", "start", "metric", "mode", "setting"}
+
+# Keys Ray Tune adds to every reported result: not metrics of ours.
+RAY_KEYS = {
+    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
+    "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
+    "should_checkpoint",
+}  # fmt: skip
+HISTORY_KEYS = ("step", "train_loss", "train_reward_accuracy", "lr")
+HELDOUT_FILE = "heldout.json"
 
 
 def is_sweep_dir(path: Path) -> bool:
-    return path.is_dir() and any((d / "params.json").is_file() for d in path.iterdir() if d.is_dir())
+    """A folder with at least one trial directory (or Ray's experiment state)."""
+    if not path.is_dir():
+        return False
+    return any(path.glob("experiment_state-*.json")) or any(
+        (d / "params.json").is_file() for d in path.iterdir() if d.is_dir()
+    )
 
 
 def find_sweeps(paths: list[str | Path]) -> list[Path]:
@@ -29,59 +65,239 @@ def find_sweeps(paths: list[str | Path]) -> list[Path]:
             found.append(p)
         elif p.is_dir():
             found.extend(sorted(d for d in p.iterdir() if is_sweep_dir(d)))
-    return found
+    return list(dict.fromkeys(p.resolve() for p in found))
 
 
-def _read_results(path: Path) -> list[dict]:
-    """JSON lines of ``result.json``; a torn last line (a kill mid-write) is skipped."""
-    rows = []
+def read_json_lines(path: Path) -> tuple[list[dict], int]:
+    """JSON lines of ``result.json`` and the number of torn or garbled lines skipped (a kill mid-write)."""
+    rows, bad = [], 0
     if path.is_file():
         for line in path.read_text(errors="replace").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+            if not line.strip():
                 continue
-    return rows
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                bad += 1
+    return rows, bad
 
 
-def load_trial(trial_dir: Path, sweep: str) -> dict:
-    row: dict = {"sweep": sweep, "trial_dir": str(trial_dir), "trial": trial_dir.name}
+def experiment_state(sweep_dir: Path) -> dict[str, dict]:
+    """Ray's view of each trial from the newest ``experiment_state-*.json``: directory name →
+    ``{"status", "num_failures", "config"}``. Empty if there is none or it cannot be parsed."""
+    files = sorted(sweep_dir.glob("experiment_state-*.json"), key=lambda p: (p.stat().st_mtime, p.name))
+    if not files:
+        return {}
     try:
-        cfg = json.loads((trial_dir / "params.json").read_text())["trial"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        return {**row, "status": "unreadable", "error": f"params.json: {e}"}
-    row.update(
-        label=cfg["label"], method=cfg["method"], setting=cfg["setting"], seed=cfg["seed"],
-        reference=cfg.get("reference"), task_version=cfg["data"]["task"]["version"],
-        length_bias=cfg["data"]["task"]["length_bias"], learning_rate=cfg["training"]["learning_rate"],
-    )  # fmt: skip
-    row.update({f"hp_{k}": v for k, v in cfg["hparams"].items()})
-    results = _read_results(trial_dir / "result.json")
-    final = next((r for r in reversed(results) if "status" in r), None)
-    row["history"] = [
-        {k: r[k] for k in ("step", "train_loss", "train_reward_accuracy") if k in r}
-        for r in results
-        if "step" in r and "status" not in r
-    ]
-    error_file = trial_dir / "error.txt"
-    if error_file.is_file():
-        row["status"] = "errored"
-        row["error"] = error_file.read_text(errors="replace").strip().splitlines()[-1][:500]
-    elif final is None:
-        row["status"] = "unfinished"
-    else:
-        row["status"] = "finished" if final["status"] == "finished" else "diverged"
-        if row["status"] == "diverged":
-            row["error"] = final["status"]
-    for k in METRICS:
-        row[k] = (final or {}).get(k, float("nan"))
+        trials = json.loads(files[-1].read_text())["trial_data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    out: dict[str, dict] = {}
+    for entry in trials:
+        try:
+            info = json.loads(entry[0])
+            runtime = json.loads(entry[1]) if len(entry) > 1 else {}
+        except (ValueError, TypeError, IndexError):
+            continue
+        config = info.get("config")
+        cfg = config.get("trial") if isinstance(config, dict) else None
+        name = info.get("relative_logdir") or info.get("trial_id")
+        if name:
+            out[str(name)] = {
+                "status": info.get("status"),
+                "num_failures": runtime.get("num_failures", 0) if isinstance(runtime, dict) else 0,
+                "config": cfg if isinstance(cfg, dict) else None,
+            }
+    return out
+
+
+def _json_default(value):
+    return repr(value)
+
+
+def config_key(cfg: dict) -> str:
+    """Short hash of what defines a setting (see ``NOT_SETTING``); equal across sweeps and seeds."""
+    shown = {k: v for k, v in cfg.items() if k not in NOT_SETTING}
+    start = cfg.get("start")
+    if isinstance(start, dict) and start.get("path"):
+        shown["start_id"] = Path(str(start["path"])).name  # sft-<hash of the SFT config>
+    text = json.dumps(shown, sort_keys=True, default=_json_default)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+TASK_KEYS = ("data", "model", "evaluation")
+
+
+def task_key(cfg: dict) -> str:
+    """Short hash of what methods are compared on: data, model, evaluation and the SFT start point.
+    The best settings of a report's methods should share one."""
+    shown = {k: cfg.get(k) for k in TASK_KEYS}
+    start = cfg.get("start")
+    if isinstance(start, dict) and start.get("path"):
+        shown["start_id"] = Path(str(start["path"])).name
+    text = json.dumps(shown, sort_keys=True, default=_json_default)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _error_line(text: str) -> str:
+    """The exception line of a Ray ``error.txt`` (its last non-empty line)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "error.txt is empty"
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _config_columns(cfg: dict) -> dict:
+    training = cfg.get("training") or {}
+    task = ((cfg.get("data") or {}).get("task")) or {}
+    row = {
+        "label": str(cfg["label"]),
+        "method": str(cfg["method"]),
+        "setting": str(cfg.get("setting") or "default"),
+        "seed": cfg.get("seed", 0),
+        "reference": cfg.get("reference"),
+        "config_key": config_key(cfg),
+        "task_key": task_key(cfg),
+        "sweep_metric": cfg.get("metric"),
+        "sweep_mode": cfg.get("mode"),
+        "length_bias": task.get("length_bias"),
+    }
+    row.update({f"hp_{k}": v for k, v in (cfg.get("hparams") or {}).items()})
+    row.update({f"tr_{k}": v for k, v in training.items() if not isinstance(v, dict | list)})
     return row
 
 
-def load_trials(sweep_dirs: list[Path]) -> pd.DataFrame:
+def trial_status(final: dict | None, ray_status: str | None, error_file: Path) -> tuple[str, str]:
+    """(status, message) from the final record, Ray's status and ``error.txt`` (see module doc)."""
+    error = _error_line(error_file.read_text(errors="replace")) if error_file.is_file() else ""
+    final_status = str(final.get("status")) if final else None
+    if final_status == FINISHED and ray_status != "ERROR":
+        return FINISHED, ""
+    if final_status and final_status.startswith("diverged"):
+        return "diverged", final_status
+    if ray_status == "ERROR" or error:
+        return "errored", error or "Ray marked the trial ERROR (no error.txt found)"
+    if final_status is not None:  # an unknown final status: show it rather than guess
+        return final_status, final_status
+    if ray_status == "TERMINATED":
+        return "stopped early", "stopped before its final record (early-stopping scheduler)"
+    return "unfinished", f"no final record (Ray status: {ray_status or 'unknown'})"
+
+
+def load_trial(trial_dir: Path, sweep: str, ray_info: dict | None = None) -> dict:
+    """One row: the trial's config columns, status, final metrics, history and file paths."""
+    ray_info = ray_info or {}
+    row: dict = {"sweep": sweep, "trial": trial_dir.name, "trial_dir": str(trial_dir)}
+    try:
+        cfg = json.loads((trial_dir / "params.json").read_text())["trial"]
+        row.update(_config_columns(cfg))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        state = ray_info.get("status")
+        if not (trial_dir / "params.json").exists() and ray_info.get("config") and state != "ERROR":
+            # Ray made the directory but the trial has not written anything yet.
+            row.update(_config_columns(ray_info["config"]))
+            waiting = "pending" if state in ("PENDING", None) else "unfinished"
+            return {**row, "status": waiting, "error": f"nothing written yet (Ray status: {state})"}
+        return {**row, "status": "unreadable", "error": f"params.json: {type(e).__name__}: {e}"}
+    results, bad_lines = read_json_lines(trial_dir / "result.json")
+    final = next((r for r in reversed(results) if "status" in r), None)
+    status, message = trial_status(final, ray_info.get("status"), trial_dir / "error.txt")
+    if bad_lines and final is None and status != "errored":
+        status, message = "unreadable", f"result.json: {bad_lines} unreadable line(s) and no final record"
+    row.update(status=status, error=message, ray_status=ray_info.get("status"))
+    row["failures"] = _failures(trial_dir / "error.txt", ray_info)
+    row["history"] = [
+        {k: r[k] for k in HISTORY_KEYS if k in r} for r in results if "step" in r and "status" not in r
+    ]
+    row["last_step"] = row["history"][-1]["step"] if row["history"] else None
+    if status in ("stopped early", "unfinished") and row["last_step"] is not None:
+        row["error"] = f"{message}; last reported step {row['last_step']}"
+    for k, v in (final or {}).items():
+        if k not in RAY_KEYS and k != "status" and _number(v):
+            row[k] = float(v)
+    heldout = trial_dir / HELDOUT_FILE
+    row["heldout"] = str(heldout) if heldout.is_file() else None
+    return row
+
+
+def _failures(error_file: Path, ray_info: dict) -> int:
+    n = int(ray_info.get("num_failures") or 0)
+    if error_file.is_file():
+        n = max(n, len(re.findall(r"^Failure #", error_file.read_text(errors="replace"), re.M)) or 1)
+    return n
+
+
+def load_sweep(sweep_dir: Path) -> list[dict]:
+    """Rows of every trial of one sweep: its trial directories, and the trials Ray knows of that
+    have no directory (never started)."""
+    state = experiment_state(sweep_dir)
     rows = []
-    for sweep in sweep_dirs:
-        for d in sorted(sweep.iterdir()):
-            if d.is_dir() and (d / "params.json").exists():
-                rows.append(load_trial(d, sweep.name))
-    return pd.DataFrame(rows)
+    seen = set()
+    for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        if (d / "params.json").exists() or d.name in state:
+            rows.append(load_trial(d, sweep_dir.name, state.get(d.name)))
+            seen.add(d.name)
+    for name, info in state.items():
+        if name in seen:
+            continue
+        row = {"sweep": sweep_dir.name, "trial": name, "trial_dir": str(sweep_dir / name)}
+        if info.get("config"):
+            try:
+                row.update(_config_columns(info["config"]))
+            except (KeyError, TypeError):
+                pass
+        row.update(status="pending", error=f"never started (Ray status: {info.get('status')})")
+        rows.append(row)
+    return rows
+
+
+def disambiguate_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """One label per compared method: a label used for several objectives gets ``[method]``, and one
+    used with both reference modes gets ``(online ref.)`` / ``(precomputed ref.)``."""
+    if df.empty or "label" not in df.columns:
+        return df
+    df = df.copy()
+    known = df["label"].notna()
+    for label, group in df[known].groupby("label"):
+        idx = group.index
+        if group["method"].nunique() > 1:
+            df.loc[idx, "label"] = [f"{label} [{m}]" for m in group["method"]]
+    for label, group in df[known].groupby("label"):
+        refs = group["reference"].dropna().unique()
+        if len(refs) > 1:
+            df.loc[group.index, "label"] = [
+                f"{label} ({r} ref.)" if isinstance(r, str) else label for r in group["reference"]
+            ]
+    return df
+
+
+def load_trials(sweep_dirs: list[Path]) -> pd.DataFrame:
+    """All trials of ``sweep_dirs`` as one DataFrame (a row per trial, see the module doc)."""
+    rows = [row for sweep in sweep_dirs for row in load_sweep(Path(sweep))]
+    df = pd.DataFrame(rows)
+    for col in ("label", "method", "setting", "status", "error", "config_key", "heldout", "reference"):
+        if col not in df.columns:
+            df[col] = None
+    return disambiguate_labels(df)
+
+
+def load_heldout(path: str | None) -> dict | None:
+    """A trial's ``heldout.json``, or None when it is missing or unreadable."""
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("pairs"), dict) else None
+
+
+def finite(x) -> bool:
+    return _number(x) and math.isfinite(x)

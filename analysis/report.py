@@ -1,7 +1,10 @@
-"""``python -m analysis.report [SWEEP_DIR ...] [--out DIR]``: tables and figures of finished sweeps.
+"""``python -m analysis.report [SWEEP_DIR ...] [--out DIR] [--metric M] [--mode max|min] [--spread std|ci95]``
 
-With no argument, every sweep under ``results/``. Writes ``<out>/<name>/report.md``, ``table.csv``
-and PNG figures, where ``name`` is the sweep's name (or ``combined`` for several sweeps)."""
+Turns finished sweeps into the paper's tables and figures. With no argument, every sweep under
+``results/``. Several sweeps merge into one report: methods, settings and seeds are matched by
+their trial configs, not by directory names. Writes ``<out>/<name>/`` (``name``: the sweep's name,
+``combined`` for several, or ``--name``): ``report.md``, ``report.html`` (self-contained), each table
+as ``.md``/``.csv``/``.tex``, each figure as ``.png`` (and ``.svg``) and ``trials.csv``. Exit 2 when there is nothing to report (no sweep, or no finished trial)."""
 
 from __future__ import annotations
 
@@ -9,47 +12,85 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import fetch, plots, tables
+from analysis import fetch, plots, stats, tables, writers
 from analysis.load import find_sweeps, load_trials
 
 EXIT_BAD_INPUT = 2
+DEFAULT_METRIC = "reward_accuracy"
 
 
-def write_report(df, name: str, out_dir: Path) -> Path:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("sweeps", nargs="*", default=["results"], help="sweep directories or folders of them")
+    p.add_argument("--out", default="reports", help="parent folder of the report folder (default: reports/)")
+    p.add_argument("--name", help="report folder name (default: the sweep's name, or 'combined')")
+    p.add_argument("--metric", help="metric that selects each method's best setting "
+                   f"(default: the sweep file's `metric`, else {DEFAULT_METRIC})")  # fmt: skip
+    p.add_argument("--mode", choices=["max", "min"], help="whether higher or lower --metric is better "
+                   "(default: the sweep file's `mode` for its own metric, else min for costs/losses, max otherwise)")  # fmt: skip
+    p.add_argument("--spread", choices=["std", "ci95"], default="std",
+                   help="uncertainty shown after each mean: sample std (default) or 95%% t-interval")  # fmt: skip
+    return p.parse_args(argv)
+
+
+def _recorded(df, column: str) -> str | None:
+    """The value most trials recorded (the sweep file's metric/mode), if any."""
+    if column not in df.columns:
+        return None
+    values = df[column].dropna()
+    return str(values.mode().iloc[0]) if not values.empty else None
+
+
+def choose_metric(df, metric: str | None, mode: str | None) -> tuple[str, str, list[str]]:
+    """The selection metric and mode (see ``--metric``/``--mode``), and notes about the choice."""
+    notes = []
+    recorded = _recorded(df, "sweep_metric")
+    if recorded and "sweep_metric" in df and df["sweep_metric"].dropna().nunique() > 1:
+        notes.append(
+            f"The sweeps record different metrics ({', '.join(sorted(df['sweep_metric'].dropna().unique()))}); "
+            f"using `{metric or recorded}`."
+        )
+    chosen = metric or recorded or DEFAULT_METRIC
+    source = "--metric" if metric else "the sweep file's `metric`" if recorded else "the default"
+    if mode is None and chosen == recorded:
+        mode = _recorded(df, "sweep_mode")
+    notes.append(f"Selection metric `{chosen}` comes from {source}; mode: {stats.direction(chosen, mode)}.")
+    return chosen, stats.direction(chosen, mode), notes
+
+
+def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: str = "std",
+                 notes: list[str] | None = None) -> Path:  # fmt: skip
+    """Aggregate ``df`` (from ``load_trials``) and write every file of the report; returns report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = tables.setting_summary(df)
-    table = tables.format_mean_std(summary)
-    table.to_csv(out_dir / "table.csv", index=False)
-    summary.to_csv(out_dir / "table_raw.csv")
-    lines = [f"# Report: {name}", ""]
-    counts = df["status"].value_counts().to_dict()
-    lines.append("Trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" (of {len(df)}).")
-    lines += [
-        "",
-        "Mean ± std over seeds; n = number of seeds that finished.",
-        "",
-        table.to_markdown(index=False),
-        "",
-    ]
-    problems = df[df["status"] != "finished"]
-    if not problems.empty:
-        lines += ["## Trials that did not finish", ""]
-        for _, r in problems.iterrows():
-            lines.append(f"- {r.get('trial')}: {r['status']} — {r.get('error', '')}")
-        lines.append("")
-    for fig in (plots.gamma_plot(df, out_dir), plots.cost_plot(df, out_dir)):
-        if fig is not None:
-            lines += [f"![{fig.stem}]({fig.name})", ""]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    results = stats.analyze(df, metric, mode)
+    table_list = tables.build_tables(results, spread, df, metric)
+    for t in table_list:
+        writers.write_table(t, out_dir)
+    figures = plots.build_figures(results, out_dir, spread)
+    df.drop(columns=["history"], errors="ignore").to_csv(out_dir / "trials.csv", index=False)
+    empty = sorted(set(df["sweep"]) - set(stats.finished(df)["sweep"]))
+    all_notes = list(notes or []) + results.notes
+    if empty:
+        all_notes.append(f"No trial of sweep(s) {', '.join(empty)} finished; they add nothing to the tables.")
+    direction = "highest" if mode == "max" else "lowest"
+    doc = writers.ReportDoc(
+        name=name,
+        sweeps=sorted(set(df["sweep"])),
+        counts=tables.status_counts(df),
+        problems=tables.problem_trials(df),
+        rule=stats.SELECTION_RULE.format(metric=metric, direction=direction),
+        tables=table_list,
+        figures=figures,
+        notes=all_notes,
+    )
+    (out_dir / "report.md").write_text(writers.markdown_report(doc))
+    (out_dir / "report.html").write_text(writers.html_report(doc))
+    return out_dir / "report.md"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__)
-    p.add_argument("sweeps", nargs="*", default=["results"], help="sweep directories or folders of them")
-    p.add_argument("--out", default="reports", help="output folder (default: reports/)")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     try:  # results in object storage (s3://...) are read from there
         args.sweeps = [str(fetch.localize(s)) for s in args.sweeps]
     except fetch.FetchError as e:
@@ -57,19 +98,32 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     sweep_dirs = find_sweeps(args.sweeps)
     if not sweep_dirs:
-        print(f"error: no sweep results found under {', '.join(args.sweeps)}. Run `python -m ablate.run SWEEP.yaml` first "
-              "or pass the sweep directory (results/<name>).", file=sys.stderr)  # fmt: skip
+        print(f"error: no sweep results found under {', '.join(args.sweeps)}. Run `python -m ablate.run SWEEP.yaml` "
+              "first, or pass a sweep directory (results/<name>, a folder of trial directories).",
+              file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
     df = load_trials(sweep_dirs)
-    if df.empty or not (df["status"] == "finished").any():
-        print(
-            f"error: no finished trial in {', '.join(map(str, sweep_dirs))}; nothing to report.",
-            file=sys.stderr,
-        )
+    finished = stats.finished(df) if not df.empty else df
+    if finished.empty:
+        counts = df["status"].value_counts().to_dict() if not df.empty else {}
+        seen = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no trials"
+        print(f"error: no finished trial in {', '.join(map(str, sweep_dirs))} ({seen}); nothing to report. "
+              "Check the trials' error.txt, or finish the sweep with `python -m ablate.run SWEEP.yaml --resume`.",
+              file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
-    name = sweep_dirs[0].name if len(sweep_dirs) == 1 else "combined"
-    path = write_report(df, name, Path(args.out) / name)
-    print(f"Report written: {path}")
+    metric, mode, notes = choose_metric(df, args.metric, args.mode)
+    available = sorted(c for c in stats.metric_columns(finished) if finished[c].notna().any())
+    if metric not in available:
+        print(f"error: --metric {metric}: no finished trial reported it. Choose one of: {', '.join(available)}.",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_BAD_INPUT
+    for sweep in sorted(set(df["sweep"]) - set(finished["sweep"])):
+        print(f"warning: no trial of sweep {sweep} finished; it adds nothing to the tables.", file=sys.stderr)
+    name = args.name or (sweep_dirs[0].name if len(sweep_dirs) == 1 else "combined")
+    path = write_report(df, name, Path(args.out) / name, metric, mode, args.spread, notes)
+    problems = int((df["status"] != "finished").sum())
+    print(f"Report written: {path} and {path.with_suffix('.html')} "
+          f"({len(finished)} finished trials, {problems} not finished; best setting by {metric}, {mode})")  # fmt: skip
     return 0
 
 

@@ -49,21 +49,20 @@ def test_sweep_then_report(tmp_path, cache_dir, start):
     proc = run("-m", "analysis.report", str(tmp_path / "results" / "e2e"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = out / "e2e"
-    assert (
-        (report / "report.md").is_file()
-        and (report / "gamma.png").is_file()
-        and (report / "cost.png").is_file()
-    )
-    rows = list(csv.DictReader((report / "table.csv").open()))
+    for name in ("report.md", "report.html", "main.tex", "gamma.png", "efficiency.png", "length-logp.png"):
+        assert (report / name).is_file(), name
+    # the trials' per-response data reached storage
+    assert all((d / "heldout.json").is_file() for d in trial_dirs)
+    rows = list(csv.DictReader((report / "settings.csv").open()))
     got = {(r["label"], r["setting"]) for r in rows}
     assert got == {
         ("SimPO", "gamma=0.0"), ("SimPO", "gamma=1.0"), ("SimPO w/o LN", "length_normalize=False"), ("DPO", "default"),
     }  # fmt: skip
     for r in rows:
-        assert r["n"] == "2"
+        assert r["seeds"] == "2"
         for metric in ("reward_accuracy", "oracle_win_rate", "gen_length", "runtime_s", "peak_memory_mb"):
-            mean = float(r[metric].split(" ± ")[0])
-            assert mean == mean and mean >= 0, (metric, r[metric])  # finite, not NaN
+            mean = float(r[f"{metric}_mean"])
+            assert mean == mean and mean >= 0, (metric, r[f"{metric}_mean"])  # finite, not NaN
 
 
 def test_report_without_results_exits_2(tmp_path):

@@ -26,3 +26,13 @@ def test_length_bias_makes_chosen_longer_and_less_oracle_aligned():
     assert biased["chosen_longer"] > clean["chosen_longer"] + 0.1
     assert biased["oracle_agreement"] < clean["oracle_agreement"]
     assert clean["oracle_agreement"] > 0.7
+
+
+def test_sft_demonstrations_do_not_depend_on_label_knobs():
+    from ablate.startpoint import SFT_TASK_FIELDS
+
+    base = synthetic.build_task(TaskConfig(n_sft=50, n_train=20, n_eval=10))
+    for change in ({"length_bias": 3.0}, {"temperature": 1.0}, {"n_train": 40}, {"n_eval": 30}):
+        assert not set(change) & set(SFT_TASK_FIELDS)
+        other = synthetic.build_task(TaskConfig(n_sft=50, n_train=20, n_eval=10).model_copy(update=change))
+        assert other["sft"] == base["sft"], change

@@ -47,3 +47,21 @@ def test_online_and_precomputed_reference_give_the_same_losses(small_spec, start
         if "train_loss" in a:
             assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
     assert online[-1]["reward_accuracy"] == pytest.approx(pre[-1]["reward_accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "method", ["simpo", "dpo", "ipo", "cpo", "kto", "orpo", "rdpo", "rrhf", "slic_hf", "sft"]
+)
+def test_every_objective_trains_and_evaluates(small_spec, start, method):
+    final = run_trial(make_trial(small_spec, start, method), lambda _: None)
+    assert final["status"] == "finished"
+    assert final["steps"] == 8
+    for k in FINAL_METRICS:
+        assert math.isfinite(final[k]), (method, k)
+
+
+def test_reference_free_methods_never_load_a_reference(small_spec, start, tmp_path):
+    cfg = make_trial(small_spec, start, "simpo", cache_dir=str(tmp_path / "fresh-cache"))
+    assert cfg["reference"] is None
+    run_trial(cfg, lambda _: None)
+    assert not (tmp_path / "fresh-cache" / "reference").exists()  # no reference log-probs computed

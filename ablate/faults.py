@@ -1,0 +1,67 @@
+"""Fault injection: a testing hook that makes a chosen trial fail at a chosen step.
+
+Set ``ABLATE_FAULT`` in the environment of the process that starts Ray (the driver; a local Ray's
+workers inherit it), e.g. ``ABLATE_FAULT="index=3,step=5,kind=raise"``; several faults are
+separated by ``;``. ``index`` is the trial's index in the expanded sweep (``--dry-run`` shows it),
+``step`` the training step (1-based) before which the fault fires, and ``kind`` one of:
+
+- ``raise``: the trial raises ``InjectedFault`` (an ordinary Python exception);
+- ``nan`` / ``inf``: that step's loss becomes NaN / +inf (the trial diverges);
+- ``kill``: the trial's worker process sends itself SIGKILL (as the OOM killer would).
+
+A fault fires only in an attempt that started from step 0: a trial retried from a checkpoint taken
+before the fault's step does not meet it again (a transient fault), while one retried from scratch
+does (a persistent fault, which exhausts ``max_failures``). Not for production sweeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+ENV = "ABLATE_FAULT"
+KINDS = ("raise", "nan", "inf", "kill")
+
+
+class InjectedFault(RuntimeError):
+    """The exception a ``kind=raise`` fault raises."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    index: int
+    step: int
+    kind: str
+
+
+def parse(text: str) -> list[Fault]:
+    """``"index=3,step=5,kind=raise; index=1,step=2,kind=nan"`` -> faults; a bad entry raises ValueError."""
+    faults = []
+    for entry in filter(None, (e.strip() for e in text.split(";"))):
+        try:
+            fields = dict(part.split("=", 1) for part in entry.replace(" ", "").split(","))
+            fault = Fault(int(fields.pop("index")), int(fields.pop("step")), fields.pop("kind"))
+        except (KeyError, ValueError):
+            raise ValueError(
+                f"{ENV}: cannot read {entry!r}; write index=<trial index>,step=<step>,kind=<{'|'.join(KINDS)}>"
+            ) from None
+        if fields or fault.kind not in KINDS:
+            raise ValueError(f"{ENV}: {entry!r}: unknown key or kind; kinds are {', '.join(KINDS)}")
+        faults.append(fault)
+    return faults
+
+
+def for_trial(index: int, start_step: int, environ=os.environ) -> dict[int, str]:
+    """``{step: kind}`` of the faults this attempt of trial ``index`` meets (none when resumed)."""
+    if start_step > 0:
+        return {}
+    return {f.step: f.kind for f in parse(environ.get(ENV, "")) if f.index == index}
+
+
+def fire(kind: str, step: int) -> None:
+    """The faults that act outside the loss (``nan``/``inf`` are applied by the trial's loss)."""
+    if kind == "raise":
+        raise InjectedFault(f"injected fault at step {step}")
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,173 @@
+"""Bad preference data in real .jsonl files: a clear error before any trial starts (fatal cases), or
+a counted skip reported in the trial's metrics, through ablate/data.py, a trial and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from ablate import data, models, synthetic
+from ablate.trial import run_trial
+from tests.conftest import REPO, SMALL, make_trial
+
+FIELDS = ["prompt", "chosen", "rejected"]
+
+
+def good_rows(n: int = 40) -> list[dict]:
+    task = synthetic.build_task(synthetic.TaskConfig(n_train=n, n_eval=8, n_sft=10))
+    return [{k: r[k] for k in FIELDS} for r in task["train"][:n]]
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return str(path)
+
+
+def cfg(source: str) -> dict:
+    return {"source": source, "fields": FIELDS, "train_split": "train", "eval_split": "test"}
+
+
+# Fatal: the file cannot be trusted as a whole. (case, lines to add, what the message must name)
+FATAL = {
+    "missing field": ['{"prompt": "Q: w01 A:", "chosen": "w01"}', "line 41", "'rejected' is missing"],
+    "null value": ['{"prompt": "Q: w01 A:", "chosen": null, "rejected": "w02"}', "line 41", "'chosen' is missing"],
+    "number": ['{"prompt": "Q: w01 A:", "chosen": 42, "rejected": "w02"}', "line 41", "'chosen' is int"],
+    "object": ['{"prompt": {"text": "Q"}, "chosen": "w01", "rejected": "w02"}', "line 41", "'prompt' is dict"],
+    "not JSON": ['{"prompt": "Q: w01 A:", "chosen": "w01", "rejected": ', "line 41", "not valid JSON"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(FATAL))
+def test_fatal_rows_raise_a_data_error_naming_line_and_field(tmp_path, case):
+    line, where, what = FATAL[case]
+    path = write_jsonl(tmp_path / "pairs.jsonl", [*good_rows(), line])
+    with pytest.raises(data.DataError) as err:
+        data.load_splits(cfg(path))
+    assert where in str(err.value) and what in str(err.value) and path in str(err.value)
+
+
+def test_non_utf8_bytes_are_an_error_naming_the_line(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, good_rows()[:3])
+    with path.open("ab") as f:
+        f.write('{"prompt": "Q: caf\u00e9 A:", "chosen": "w01", "rejected": "w02"}\n'.encode("latin-1"))
+    with pytest.raises(data.DataError, match=r"line 4: not valid UTF-8 \(byte 0xe9.*iconv"):
+        data.load_splits(cfg(str(path)))
+
+
+def test_empty_and_identical_pairs_are_skipped_and_counted(tmp_path):
+    rows = good_rows(40)
+    bad = [
+        {"prompt": "Q: w01 A:", "chosen": "", "rejected": "w01"},
+        {"prompt": "Q: w01 A:", "chosen": "w01", "rejected": "   "},
+        {"prompt": "Q: w02 A:", "chosen": "w02 w02", "rejected": "w02 w02"},
+    ]
+    path = write_jsonl(tmp_path / "pairs.jsonl", bad + rows)  # all three land in the training part
+    counts = {}
+    train, held_out = data.load_splits(cfg(path), counts)
+    assert counts == {"skipped_pairs_empty": 2, "skipped_pairs_identical": 1}
+    assert len(train) + len(held_out) == 40 and all(r in rows for r in train + held_out)
+
+
+def test_a_file_with_no_usable_pair_is_an_error(tmp_path):
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "same", "rejected": "same"}] * 5)
+    with pytest.raises(data.DataError, match="no usable training pairs"):
+        data.load_splits(cfg(path))
+
+
+def test_long_prompts_and_responses_are_truncated_and_counted():
+    tok = models.build_builtin_tokenizer()
+    long_prompt = "Q: " + " ".join(f"w{i:02d}" for i in range(20)) + " A:"  # 23 tokens with <bos>
+    rows = [
+        {"prompt": long_prompt, "chosen": "w19", "rejected": "w18"},
+        {"prompt": "Q: w01 A:", "chosen": " ".join(["w01"] * 40), "rejected": "w01"},
+        {"prompt": "Q: w01 A:", "chosen": "w01", "rejected": "w02"},
+    ]
+    counts = {}
+    pairs = data.tokenize_pairs(tok, rows, max_length=24, max_prompt_length=8, counts=counts)
+    assert counts == {"truncated_prompts": 1, "truncated_responses": 1}
+    assert len(pairs[0].prompt_ids) == 8 and tok.convert_ids_to_tokens(pairs[0].prompt_ids)[-1] == "A:"
+    assert len(pairs[1].prompt_ids) + len(pairs[1].chosen_ids) == 24
+
+
+def test_trial_reports_the_skip_counts_in_its_metrics(tmp_path, small_spec, start):
+    rows = good_rows(60)
+    long_prompt = "Q: " + " ".join(f"w{i:02d}" for i in range(20)) + " A:"
+    bad = [
+        {"prompt": "Q: w01 A:", "chosen": "", "rejected": "w01"},
+        {"prompt": "Q: w02 A:", "chosen": "w02", "rejected": "w02"},
+        {"prompt": long_prompt, "chosen": "w19", "rejected": "w18"},
+    ]
+    path = write_jsonl(tmp_path / "pairs.jsonl", bad + rows)
+    trial = make_trial(small_spec, start, "simpo", data={"source": path})
+    trial["start"] = {"path": start["path"], "baseline": None}  # no oracle baseline for a file's prompts
+    final = run_trial(trial, lambda _: None)
+    assert final["status"] == "finished"
+    assert final["skipped_pairs_empty"] == 1 and final["skipped_pairs_identical"] == 1
+    assert final["truncated_prompts"] == 1
+    assert final["steps"] == 4  # 63 rows - 6 held out - 2 skipped = 55 pairs, in batches of 16
+
+
+# --- through the CLI: exit 2 and nothing launched, or a summary of the skips ---------------------
+
+
+def sweep_on(tmp_path, source: str) -> str:
+    sweep = {**SMALL, "name": "baddata", "storage": str(tmp_path / "results"),
+             "cache_dir": str(tmp_path / "cache"), "data": {"source": source}}  # fmt: skip
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return str(path)
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "ablate.run", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)  # fmt: skip
+
+
+def test_cli_refuses_a_non_utf8_file_with_exit_2_before_launching_anything(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, good_rows()[:3])
+    with path.open("ab") as f:
+        f.write(b'{"prompt": "\xff", "chosen": "a", "rejected": "b"}\n')
+    sweep = sweep_on(tmp_path, str(path))
+    t0 = time.time()
+    proc = cli(sweep)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr.strip()
+    assert err.startswith(f"error: {sweep}: data.source: {path} line 4: not valid UTF-8 (byte 0xff")
+    assert "Traceback" not in err and len(err.splitlines()) == 1  # one paragraph
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()  # nothing launched
+    assert "Sweep baddata" not in proc.stdout and time.time() - t0 < 60
+
+
+@pytest.mark.parametrize("case", list(FATAL))
+def test_cli_main_refuses_bad_rows_before_launching_anything(tmp_path, capsys, case):
+    from ablate import run
+
+    line, where, what = FATAL[case]
+    path = write_jsonl(tmp_path / "pairs.jsonl", [*good_rows(), line])
+    sweep = sweep_on(tmp_path, path)
+    assert run.main([sweep]) == run.EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {sweep}: data.source: {path} {where}") and what in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()  # nothing launched
+
+
+def test_cli_dry_run_summarises_skipped_pairs(tmp_path):
+    bad = [
+        {"prompt": "Q: w01 A:", "chosen": "", "rejected": "w01"},
+        {"prompt": "p", "chosen": "x", "rejected": "x"},
+    ]
+    path = write_jsonl(tmp_path / "pairs.jsonl", bad + good_rows(40))
+    proc = cli(sweep_on(tmp_path, path), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"Data {path}: 36 training and 4 held-out pairs; skipped pairs: 1 empty, 1 identical" in proc.stdout
+    )
+    assert "1 trials" in proc.stdout
