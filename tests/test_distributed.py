@@ -105,6 +105,10 @@ def test_two_workers_zero3_match_one_worker(tmp_path):
         history, final = results(trial_dir)
         assert final["status"] == "finished" and final["workers"] == WORKERS and final["zero_stage"] == 3
         assert final["global_batch"] == GLOBAL_BATCH
+        # As a single-process trial: the final record and the per-response held-out data for the report.
+        assert json.loads((trial_dir / "final.json").read_text())["status"] == "finished"
+        heldout = json.loads((trial_dir / "heldout.json").read_text())
+        assert len(heldout["pairs"]["chosen_reward"]) == SMALL["data"]["task"]["n_eval"]
         # The trained policy is the Ray Train checkpoint, inside the trial's directory in storage.
         checkpoint = final["checkpoint_path"]
         assert checkpoint.startswith(str(trial_dir)) and os.path.isfile(

@@ -40,15 +40,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def node_ports() -> list[str]:
-    """Every port a node listens on, chosen free, so nothing collides with other Ray instances here."""
+def node_ports(taken: set[int]) -> list[str]:
+    """Every port a node listens on, chosen free and distinct (``taken`` collects them across both
+    nodes), so nothing collides with each other or with other Ray instances on this machine."""
+    while True:  # a range of 100 worker ports of its own
+        low = free_port() // 100 * 100
+        if not taken & set(range(low, low + 100)):
+            taken.update(range(low, low + 100))
+            break
+
+    def pick() -> int:
+        port = next(p for p in iter(free_port, None) if p not in taken)
+        taken.add(port)
+        return port
+
     names = [
         "node-manager-port", "object-manager-port", "runtime-env-agent-port", "dashboard-agent-grpc-port",
         "dashboard-agent-listen-port", "metrics-export-port",
     ]  # fmt: skip
-    args = [f"--{n}={free_port()}" for n in names]
-    low = free_port() // 100 * 100  # a small worker port range of its own
-    return [*args, f"--min-worker-port={low}", f"--max-worker-port={low + 99}"]
+    return [*(f"--{n}={pick()}" for n in names), f"--min-worker-port={low}", f"--max-worker-port={low + 99}"]
 
 
 class RayNode:
@@ -105,6 +115,7 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
     token = secrets.token_hex(16)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PYTHONPATH": str(REPO)}
     gcs_port = free_port()
+    taken = {gcs_port}
     common = ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=100000000", "--disable-usage-stats",
               f"--temp-dir={temp_dir}"]  # fmt: skip
     sweep = {
@@ -123,13 +134,13 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
         try:
             head = RayNode(
                 ["--head", f"--node-ip-address={HEAD_IP}", f"--port={gcs_port}", "--include-dashboard=false",
-                 *common, *node_ports()],
+                 *common, *node_ports(taken)],
                 env, tmp_path / "head.log", temp_dir,
             )  # fmt: skip
             stack.callback(head.stop)
             head.wait_started()
             node = RayNode(
-                [f"--address={HEAD_IP}:{gcs_port}", f"--node-ip-address={NODE_IP}", *common, *node_ports()],
+                [f"--address={HEAD_IP}:{gcs_port}", f"--node-ip-address={NODE_IP}", *common, *node_ports(taken)],
                 env, tmp_path / "node.log", temp_dir,
             )  # fmt: skip
             stack.callback(node.stop)
@@ -141,13 +152,15 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
             )  # fmt: skip
         finally:
             stack.close()
-            for pid in leftover_pids(temp_dir):  # anything of this cluster that outlived its node
+            deadline = time.time() + 10  # processes of this cluster that outlive the stop of their node
+            while (leftovers := leftover_pids(temp_dir)) and time.time() < deadline:
+                time.sleep(0.5)
+            for pid in leftovers:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-    leftovers = leftover_pids(temp_dir)
-    shutil.rmtree(temp_dir, ignore_errors=True)
+            shutil.rmtree(temp_dir, ignore_errors=True)
     assert not leftovers, leftovers
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 trials finished, 0 errored" in proc.stdout
@@ -172,4 +185,4 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
         capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
     )  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
-    assert "Trials: 4 finished" in (tmp_path / "reports" / "multinode" / "report.md").read_text()
+    assert "4 trials: 4 finished" in (tmp_path / "reports" / "multinode" / "report.md").read_text()
