@@ -4,6 +4,8 @@ where the sweep's ``storage:`` pointed. Model checkpoints stored beside the resu
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,7 +35,10 @@ def localize(path: str, into: Path | None = None) -> Path:
         raise FetchError(
             f"cannot list {path} ({e}). Check the URI (e.g. s3://bucket/results/NAME) and your cloud credentials."
         ) from None
-    dest = Path(into or tempfile.mkdtemp(prefix="ablate-results-")) / root.rstrip("/").rsplit("/", 1)[-1]
+    if into is None:  # a scratch copy, removed when the report command exits
+        into = Path(tempfile.mkdtemp(prefix="ablate-results-"))
+        atexit.register(shutil.rmtree, into, ignore_errors=True)
+    dest = Path(into) / root.rstrip("/").rsplit("/", 1)[-1]
     for info in infos:
         if info.type == fs.FileType.File and info.base_name in REPORT_FILES:
             target = dest / info.path[len(root) :].lstrip("/")
