@@ -71,9 +71,17 @@ def preference_metrics(
 
 @torch.no_grad()
 def generate(
-    model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int, device
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int,
+    device,
+    **generate_kwargs,
 ) -> tuple[list[str], list[int]]:
-    """Greedy completions of tokenized prompts (left-padded batches): texts and token counts (EOS excluded)."""
+    """Greedy completions of tokenized prompts (left-padded batches): texts and token counts (EOS excluded).
+
+    ``generate_kwargs`` go to ``model.generate`` (e.g. ``synced_gpus=True`` under ZeRO-3)."""
     was_training = model.training
     model.eval()
     texts: list[str] = []
@@ -91,6 +99,7 @@ def generate(
             do_sample=False,
             pad_token_id=pad,
             eos_token_id=tokenizer.eos_token_id,
+            **generate_kwargs,
         )
         for row in out[:, width:].tolist():
             if tokenizer.eos_token_id in row:

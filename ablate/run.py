@@ -51,7 +51,7 @@ def print_dry_run(trials: list[dict]) -> None:
     print(f"{'#':>3}  {'method':<14} {'label':<16} {'setting':<44} {'seed':>4}  resources")
     for t in trials:
         print(
-            f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  {_resources(t['resources'])}"
+            f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  {describe_resources(t)}"
         )
     print(f"{len(trials)} trials")
 
@@ -117,6 +117,15 @@ def check_address(address: str | None) -> str | None:
     if len(head) < 9 or head[3] != 0x04:
         return f"{host}:{port} does not answer like a Ray head (no gRPC)"
     return None
+
+
+def describe_resources(trial: dict) -> str:
+    res = trial["resources"]
+    if res.get("workers", 1) == 1:
+        return f"cpu={res['cpus']} gpu={res['gpus']}"
+    ds = trial["deepspeed"]
+    zero = "own DeepSpeed config" if ds.get("user_config") else f"ZeRO-{ds['stage']}"
+    return f"{res['workers']} workers x (cpu={res['cpus_per_worker']} gpu={res['gpus_per_worker']}), {zero}"
 
 
 def summarize(outcome, metric: str, mode: str) -> None:

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ablate import data as data_mod
-from ablate import losses, metrics
+from ablate import dsconfig, losses, metrics
 from ablate.models import TinyModelConfig, is_builtin, model_exists
 from ablate.synthetic import TaskConfig
 
@@ -142,6 +142,52 @@ class EvalConfig(_Strict):
 class Resources(_Strict):
     cpus: float = Field(1, gt=0, description="CPUs per trial.")
     gpus: float = Field(0, ge=0, description="GPUs per trial.")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Ray Train workers per trial; more than 1 trains with DeepSpeed (see `deepspeed`).",
+    )
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker (workers > 1).")
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker (workers > 1).")
+
+    @model_validator(mode="after")
+    def _per_trial_or_per_worker(self) -> Resources:
+        # cpus/gpus size a single-process trial, *_per_worker a multi-worker one; mixing them is a mistake.
+        if self.workers > 1 and {"cpus", "gpus"} & self.model_fields_set:
+            raise ValueError(
+                "with workers > 1 give per-worker resources (cpus_per_worker, gpus_per_worker) instead of cpus/gpus"
+            )
+        if self.workers == 1 and {"cpus_per_worker", "gpus_per_worker"} & self.model_fields_set:
+            raise ValueError(
+                "cpus_per_worker/gpus_per_worker apply when workers > 1; for one worker use cpus/gpus"
+            )
+        return self
+
+
+class DeepSpeedSection(_Strict):
+    """DeepSpeed settings of multi-worker trials (``resources.workers`` > 1)."""
+
+    stage: Literal[0, 1, 2, 3] = Field(3, description="ZeRO stage: 0 (plain data parallel), 1, 2 or 3.")
+    offload: Literal["none", "optimizer", "all"] = Field(
+        "none", description="Offload to CPU memory: the optimizer state, or (stage 3) parameters too."
+    )
+    config: str | None = Field(
+        None,
+        description='Your own DeepSpeed JSON file (relative to the sweep file), used instead of stage/offload; "auto" values are filled from the sweep.',
+    )
+    save_model: bool = Field(
+        True, description="Save the trained policy (Hugging Face format) as the trial's Ray Train checkpoint."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeepSpeedSection:
+        if self.config is not None and {"stage", "offload"} & self.model_fields_set:
+            raise ValueError("give either config (your own DeepSpeed JSON) or stage/offload, not both")
+        if self.offload == "all" and self.stage != 3:
+            raise ValueError("offload: all (parameters too) needs stage: 3")
+        if self.offload == "optimizer" and self.stage == 0:
+            raise ValueError("offload: optimizer needs ZeRO stage 1, 2 or 3")
+        return self
 
 
 class SchedulerConfig(_Strict):
@@ -207,6 +253,9 @@ class SweepSpec(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
     resources: Resources = Field(default_factory=Resources)
+    deepspeed: DeepSpeedSection | None = Field(
+        None, description="DeepSpeed settings (resources.workers > 1)."
+    )
     search: Literal["grid", "random", "optuna"] = Field(
         "grid",
         description="grid: every grid point x seed; random / optuna: `num_samples` draws per method entry "
@@ -342,6 +391,7 @@ def check_semantics(path: Path, spec: SweepSpec) -> None:
         _check_spaces(path, spec, i, entry)
     _check_search(path, spec)
     _check_metrics(path, spec)
+    check_deepspeed(path, spec)
     if not is_builtin(spec.model.name_or_path) and not model_exists(spec.model.name_or_path):
         raise SpecError(
             f"{path}: model.name_or_path: {spec.model.name_or_path!r} is not a model directory (no config.json). "
@@ -474,6 +524,54 @@ def _check_data_file(path: Path, data: DataConfig) -> None:
         )
 
 
+def check_deepspeed(path: Path, spec: SweepSpec) -> None:
+    """A ``deepspeed`` section needs several workers; a user's DeepSpeed file must exist and agree with the sweep."""
+    if spec.deepspeed is None:
+        return
+    if spec.resources.workers == 1:
+        raise SpecError(
+            f"{path}: deepspeed: applies to multi-worker trials, but resources.workers is 1. "
+            "Set resources.workers (e.g. 8 with gpus_per_worker: 1) or remove the deepspeed section."
+        )
+    if spec.deepspeed.config is None:
+        return
+    file = Path(spec.deepspeed.config).expanduser()
+    file = file if file.is_absolute() else path.parent / file
+    try:
+        user = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpecError(
+            f"{path}: deepspeed.config: cannot read {file} as a JSON DeepSpeed config ({e}). "
+            "Give the path of a JSON file, relative to the sweep file or absolute."
+        ) from None
+    if not isinstance(user, dict):
+        raise SpecError(
+            f"{path}: deepspeed.config: {file} is not a JSON object. Write a DeepSpeed config object."
+        )
+    spec.deepspeed.config = str(file.resolve())
+    for i, entry in enumerate(spec.methods):
+        for point in _grid_points(entry.training):
+            training = {**spec.training.model_dump(), **point}
+            try:
+                dsconfig.merged(
+                    user,
+                    dsconfig.generated(
+                        training, spec.deepspeed.model_dump(), spec.resources.workers, "float32", False
+                    ),
+                )
+            except dsconfig.DeepSpeedConfigError as e:
+                raise SpecError(f"{path}: deepspeed.config ({file}, for methods.{i}): {e}.") from None
+
+
+def deepspeed_settings(spec: SweepSpec) -> dict[str, Any] | None:
+    """The trial configs' ``deepspeed`` entry: the section, with the user's JSON file inlined (workers need no file)."""
+    if spec.resources.workers == 1:
+        return None
+    section = spec.deepspeed or DeepSpeedSection()
+    user = json.loads(Path(section.config).read_text(encoding="utf-8")) if section.config else None
+    return {**section.model_dump(), "user_config": user}
+
+
 def _grid_points(values: dict[str, Value]) -> list[dict[str, Any]]:
     """Cartesian product of the grid/choice values; fixed values pass through; ranges give both ends
     (only validation sees ranges: grid search refuses them)."""
@@ -504,6 +602,7 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
         "evaluation": spec.evaluation.model_dump(),
         "cache_dir": spec.cache_dir,
         "resources": spec.resources.model_dump(),
+        "deepspeed": deepspeed_settings(spec),
         "metric": spec.metric,  # recorded for the report's best-setting rule
         "mode": spec.mode,
     }

@@ -80,10 +80,15 @@ def tokenized_splits(cfg: dict, tokenizer, counts: dict | None = None) -> tuple[
     return tok(train_rows), tok(eval_rows), eval_rows
 
 
+def reference_cache_path(cfg: dict, start: str, name: str) -> Path:
+    """Where the reference log-probs of a data split are cached (shared with multi-worker trials)."""
+    key = cache_key({"start": start, "data": cfg["data"], "split": name})
+    return Path(cfg["cache_dir"]).expanduser() / "reference" / f"{key}.pt"
+
+
 def precomputed_reference(cfg: dict, start: str, pairs: list, name: str, device, pad_id: int) -> PairLogps:
     """Reference log-probs of a data split, computed once and cached on disk for the sweep's other trials."""
-    key = cache_key({"start": start, "data": cfg["data"], "split": name})
-    path = Path(cfg["cache_dir"]).expanduser() / "reference" / f"{key}.pt"
+    path = reference_cache_path(cfg, start, name)
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return PairLogps(**saved)

@@ -16,7 +16,7 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from ablate import checkpoint
+from ablate import checkpoint, distributed
 from ablate import spec as spec_mod
 from ablate.trial import run_trial
 
@@ -42,14 +42,20 @@ def trainable(config: dict) -> None:
         with ckpt.as_directory() as d:
             resume = checkpoint.load(d)
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict) -> None:
         if "status" in metrics:
+            metrics = {**metrics, "node_id": metrics.get("node_id", node_id)}  # where the trial ran
             save_to_trial_dir(FINAL_RECORD, json.dumps(metrics, default=str).encode())
         tune.report(metrics)
 
     def report_checkpoint(metrics: dict, directory: str) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
+    if distributed.is_distributed(config[TRIAL_KEY]):  # Ray Train workers with DeepSpeed; starts over
+        distributed.run_distributed_trial(config[TRIAL_KEY], report=report, save_artifact=save_to_trial_dir)
+        return
     run_trial(
         config[TRIAL_KEY], report=report, save_artifact=save_to_trial_dir,
         report_checkpoint=report_checkpoint, resume=resume,
@@ -80,6 +86,13 @@ def read_from_trial_dir(name: str) -> dict | None:
             return json.loads(f.readall())
     except (FileNotFoundError, OSError, ValueError):
         return None
+
+
+def trial_resources(resources: dict) -> dict:
+    """What Tune reserves per trial: the whole trial, or for multi-worker trials only their driver."""
+    if resources.get("workers", 1) > 1:
+        return {"cpu": distributed.DRIVER_CPUS}
+    return {"cpu": resources["cpus"], "gpu": resources["gpus"]}
 
 
 def trial_dirname(trial) -> str:
@@ -297,7 +310,7 @@ def run(
     # ablate.spec checks every metric name before launch; trials report held-out metrics only on some
     # rows, which Tune's per-result check would reject.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    wrapped = tune.with_resources(trainable, {"cpu": resources["cpus"], "gpu": resources["gpus"]})
+    wrapped = tune.with_resources(trainable, trial_resources(resources))
     progress = Progress(searcher.total if searcher else len(trials), log)
     run_config = tune.RunConfig(
         name=name,

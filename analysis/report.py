@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import plots, stats, tables, writers
+from analysis import fetch, plots, stats, tables, writers
 from analysis.load import find_sweeps, load_trials
 
 EXIT_BAD_INPUT = 2
@@ -91,6 +91,11 @@ def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: s
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:  # results in object storage (s3://...) are read from there
+        args.sweeps = [str(fetch.localize(s)) for s in args.sweeps]
+    except fetch.FetchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     sweep_dirs = find_sweeps(args.sweeps)
     if not sweep_dirs:
         print(f"error: no sweep results found under {', '.join(args.sweeps)}. Run `python -m ablate.run SWEEP.yaml` "

@@ -1,0 +1,48 @@
+"""Sweep results in shared or object storage (``s3://``, ``gs://``, ``file://`` URIs): a local copy
+of just the files the report reads, so ``python -m analysis.report s3://bucket/results/NAME`` works
+where the sweep's ``storage:`` pointed. Model checkpoints stored beside the results are not copied."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
+REPORT_FILES = ("params.json", "result.json", "error.txt")
+
+
+class FetchError(ValueError):
+    """A URI that cannot be read; the message names it and says what to check."""
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def localize(path: str, into: Path | None = None) -> Path:
+    """``path`` itself if it is local; for a URI, a local folder (same last name) holding its report files."""
+    if not is_uri(path):
+        return Path(path)
+    from pyarrow import fs  # installed with Ray Tune; handles s3://, gs://, hdfs:// and file://
+
+    try:
+        filesystem, root = fs.FileSystem.from_uri(path)
+        infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
+    except (
+        Exception
+    ) as e:  # pyarrow raises several types (ArrowInvalid, OSError) for bad URIs and credentials
+        raise FetchError(
+            f"cannot list {path} ({e}). Check the URI (e.g. s3://bucket/results/NAME) and your cloud credentials."
+        ) from None
+    if into is None:  # a scratch copy, removed when the report command exits
+        into = Path(tempfile.mkdtemp(prefix="ablate-results-"))
+        atexit.register(shutil.rmtree, into, ignore_errors=True)
+    dest = Path(into) / root.rstrip("/").rsplit("/", 1)[-1]
+    for info in infos:
+        if info.type == fs.FileType.File and info.base_name in REPORT_FILES:
+            target = dest / info.path[len(root) :].lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with filesystem.open_input_stream(info.path) as src:
+                target.write_bytes(src.read())
+    return dest

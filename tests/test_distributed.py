@@ -1,0 +1,127 @@
+"""Multi-worker trials: 2 Ray Train workers with DeepSpeed ZeRO-3 (CPU accelerator, gloo) on the
+embedded default, checked step by step against the single-process trial with the same global batch.
+
+Tolerance: the per-step training loss of the 2-worker trial may differ from the 1-worker one by at
+most 1e-4 (absolute). Both runs do the same float32 arithmetic on the same pairs in the same order;
+they differ only in how sums are split (two half micro-batches all-reduced vs one batch, ZeRO-3's
+flattened fp32 partitions vs per-tensor AdamW, a global grad norm summed from shards), which moves
+results by float32 round-off: about 1e-7 per step here, drifting slowly over steps through Adam.
+1e-4 leaves room for that drift on other CPUs while staying about 1000x below the loss's change
+between steps (~0.1), so a wrong split of the batch, a wrong loss scaling or a missed all-reduce
+(each an error of order 1e-2 or more) fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ablate import spec as spec_mod
+from ablate import startpoint
+from ablate.trial import run_trial
+from tests.conftest import REPO, SMALL
+
+pytestmark = pytest.mark.slow
+
+LOSS_TOLERANCE = 1e-4
+WORKERS = 2
+GLOBAL_BATCH = SMALL["training"]["batch_size"]  # 16 pairs per optimizer step in both runs
+
+
+def env() -> dict:
+    # The DeepSpeed op that DeepSpeed compiles on first use (~25 s) is cached across test runs.
+    return {
+        **os.environ,
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "TORCH_EXTENSIONS_DIR": os.environ.get(
+            "TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions")
+        ),
+        "PYTHONPATH": str(REPO),
+    }
+
+
+def sweep(tmp_path, methods: list[dict], **extra) -> dict:
+    return {
+        **SMALL,
+        "name": "zero3",
+        "storage": str(tmp_path / "results"),
+        "cache_dir": str(tmp_path / "cache"),  # own cache: the reference log-probs are computed sharded here
+        "methods": methods,
+        "training": {**SMALL["training"], "batch_size": GLOBAL_BATCH // WORKERS, "log_every": 1},
+        # 0.3 logical CPUs per worker: both trials (4 workers and 2 drivers) run at once on 2 CPUs.
+        "resources": {"workers": WORKERS, "cpus_per_worker": 0.3},
+        "deepspeed": {"stage": 3},
+        **extra,
+    }
+
+
+def results(trial_dir) -> tuple[list[dict], dict]:
+    rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    return [r for r in rows if "step" in r and "status" not in r], rows[-1]
+
+
+def single_worker_trial(sw: dict, method_index: int) -> tuple[list[float], dict]:
+    """The same trial as one process (run_trial) with the whole global batch per step."""
+    one = {k: v for k, v in sw.items() if k not in ("resources", "deepspeed")}
+    one["training"] = {**sw["training"], "batch_size": GLOBAL_BATCH}
+    spec = spec_mod.SweepSpec.model_validate(one)
+    trial = spec_mod.expand(spec)[method_index]
+    trial["start"] = startpoint.prepare(
+        spec.model.model_dump(), spec.data.model_dump(), spec.sft.model_dump(), spec.evaluation.model_dump(),
+        spec.cache_dir, log=lambda *_: None,
+    )  # fmt: skip
+    trial["cache_dir"] = spec.cache_dir
+    reports: list[dict] = []
+    final = run_trial(trial, reports.append)
+    return [r["train_loss"] for r in reports if "step" in r], final
+
+
+def test_two_workers_zero3_match_one_worker(tmp_path):
+    # SimPO loads no reference; DPO's reference log-probs are precomputed by the ZeRO-3-sharded reference.
+    methods = [{"method": "simpo"}, {"method": "dpo", "reference": "precomputed"}]
+    sw = sweep(tmp_path, methods)
+    path = tmp_path / "zero3.yaml"
+    path.write_text(yaml.safe_dump(sw))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablate.run", str(path)], capture_output=True, text=True, cwd=REPO, env=env(),
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 trials finished, 0 errored" in proc.stdout
+
+    trial_dirs = sorted(
+        d for d in (tmp_path / "results" / "zero3").iterdir() if (d / "result.json").is_file()
+    )
+    assert len(trial_dirs) == len(methods)
+    # The precomputed reference log-probs were computed by the workers (each on half the pairs) and cached.
+    assert len(list((tmp_path / "cache" / "reference").glob("*.pt"))) == 2  # train and eval splits
+
+    for i, trial_dir in enumerate(trial_dirs):
+        history, final = results(trial_dir)
+        assert final["status"] == "finished" and final["workers"] == WORKERS and final["zero_stage"] == 3
+        assert final["global_batch"] == GLOBAL_BATCH
+        # As a single-process trial: the final record and the per-response held-out data for the report.
+        assert json.loads((trial_dir / "final.json").read_text())["status"] == "finished"
+        heldout = json.loads((trial_dir / "heldout.json").read_text())
+        assert len(heldout["pairs"]["chosen_reward"]) == SMALL["data"]["task"]["n_eval"]
+        # The trained policy is the Ray Train checkpoint, inside the trial's directory in storage.
+        checkpoint = final["checkpoint_path"]
+        assert checkpoint.startswith(str(trial_dir)) and os.path.isfile(
+            os.path.join(checkpoint, "config.json")
+        )
+
+        multi = [h["train_loss"] for h in history]
+        single, single_final = single_worker_trial(sw, i)
+        assert len(multi) == len(single) == 8  # 128 pairs / 16 per step, logged every step
+        diffs = [abs(a - b) for a, b in zip(multi, single, strict=True)]
+        print(f"{methods[i]}: max |loss(2 workers) - loss(1 worker)| = {max(diffs):.2e}; losses {multi}")
+        assert max(diffs) <= LOSS_TOLERANCE, (multi, single)
+        # Held-out metrics come from the same policy, evaluated on shares of the held-out set.
+        assert final["reward_accuracy"] == pytest.approx(single_final["reward_accuracy"], abs=1 / 32)
+        assert final["reward_margin"] == pytest.approx(single_final["reward_margin"], abs=1e-3)
+        assert final["gen_length"] == pytest.approx(single_final["gen_length"], abs=0.5)

@@ -1,0 +1,55 @@
+"""The paper-scale sweep files (sweeps/paper/): valid, the expected trials, 8 GPUs and ZeRO-3 per
+trial, global batch 128. Checked with --dry-run only: they need a GPU cluster, and validation must
+not touch the hub (HF_HUB_OFFLINE=1 here; hub ids are not looked up)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ablate import spec as spec_mod
+from ablate.run import main as run_main
+from tests.conftest import REPO
+
+# Released SimPO settings (repository README): model, data, beta, gamma/beta, learning rate.
+PAPER = {
+    "mistral-7b-base": ("alignment-handbook/zephyr-7b-sft-full", "HuggingFaceH4/ultrafeedback_binarized", 2.0, 0.8, 3e-7),
+    "mistral-7b-instruct": ("mistralai/Mistral-7B-Instruct-v0.2", "princeton-nlp/mistral-instruct-ultrafeedback", 2.5, 0.1, 5e-7),
+    "llama3-8b-base": ("princeton-nlp/Llama-3-Base-8B-SFT", "HuggingFaceH4/ultrafeedback_binarized", 2.0, 0.5, 6e-7),
+    "llama3-8b-instruct": ("meta-llama/Meta-Llama-3-8B-Instruct", "princeton-nlp/llama3-ultrafeedback", 2.5, 0.55, 1e-6),
+}  # fmt: skip
+LR_GRID = 4  # {3e-7, 5e-7, 6e-7, 1e-6}
+# SimPO + w/o LN + gamma=0 at the released setting, then each baseline's grid x the lr grid.
+BASELINE_GRIDS = 3 + 4 + 3 + 3 + 4 + 4 * 3 + 4 + 4 * 4  # DPO IPO CPO KTO ORPO R-DPO RRHF SLiC-HF
+EXPECTED_TRIALS = 3 + LR_GRID * BASELINE_GRIDS
+
+
+def test_every_paper_setting_has_a_file():
+    assert {p.stem for p in (REPO / "sweeps" / "paper").glob("*.yaml")} == set(PAPER)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_sweep_dry_run(name, capsys, monkeypatch):
+    path = REPO / "sweeps" / "paper" / f"{name}.yaml"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run_main([str(path), "--dry-run"]) == 0  # the CLI's own entry point, in process
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"{EXPECTED_TRIALS} trials"
+    assert all(line.endswith("8 workers x (cpu=8.0 gpu=1.0), ZeRO-3") for line in lines[1:-1])
+
+    model, data, beta, ratio, lr = PAPER[name]
+    spec = spec_mod.load_sweep(path)
+    trials = spec_mod.expand(spec)
+    assert len(trials) == EXPECTED_TRIALS
+    assert spec.model.name_or_path == model and spec.data.source == data
+    assert spec.data.max_length == 2048 and spec.model.gradient_checkpointing
+    assert spec.max_concurrent == 4  # one trial per GPU node; waiting trials hold no driver process
+    t = trials[0]
+    assert t["label"] == "SimPO" and t["hparams"]["beta"] == beta
+    assert t["hparams"]["gamma"] == pytest.approx(beta * ratio) and t["training"]["learning_rate"] == lr
+    for t in trials:
+        tr, res = t["training"], t["resources"]
+        assert tr["batch_size"] * tr["grad_accum"] * res["workers"] == 128  # the paper's global batch
+        assert res["workers"] * res["gpus_per_worker"] == 8 and t["deepspeed"]["stage"] == 3
+    baselines = {t["label"] for t in trials} - {"SimPO", "SimPO w/o LN", "SimPO gamma=0"}
+    assert baselines == {"DPO", "IPO", "CPO", "KTO", "ORPO", "R-DPO", "RRHF", "SLiC-HF"}
+    assert {t["training"]["learning_rate"] for t in trials if t["label"] == "DPO"} == {3e-7, 5e-7, 6e-7, 1e-6}
