@@ -241,18 +241,26 @@ def main(argv: list[str] | None = None) -> int:
               "Check the address (host:port of the head's GCS, e.g. 10.0.0.1:6379) or omit it to run locally.",
               file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
-    start = startpoint.prepare(
-        spec.model.model_dump(),
-        spec.data.model_dump(),
-        spec.sft.model_dump(),
-        spec.evaluation.model_dump(),
-        spec.cache_dir,
-    )
+    starts: dict[str, dict] = {}  # one start point (and SFT baseline) per task config of the sweep
+
+    def start_for(data: dict) -> dict:
+        key = startpoint.cache_key(data)
+        if key not in starts:
+            starts[key] = startpoint.prepare(
+                spec.model.model_dump(),
+                data,
+                spec.sft.model_dump(),
+                spec.evaluation.model_dump(),
+                spec.cache_dir,
+            )
+        return starts[key]
+
     for t in trials:
-        t["start"] = start
+        t["start"] = start_for(t["data"])
         t["cache_dir"] = trials_cache_dir(spec)
     searcher = None
     if spec.search != "grid":
+        start = start_for(spec.data.model_dump())
         searcher = tune.SweepSearcher(spec, {"start": start, "cache_dir": trials_cache_dir(spec)})
     total = searcher.total if searcher else len(trials)
     print(f"Sweep {spec.name}: {total} trials ({spec.search}){' (resumed)' if args.resume else ''}")

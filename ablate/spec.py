@@ -90,12 +90,39 @@ class DataConfig(_Strict):
     max_length: int = Field(48, ge=4)
     max_prompt_length: int = Field(16, ge=1)
     chat_template: bool = False
+    task_grid: dict[str, list[float | int]] = Field(
+        default_factory=dict,
+        description="Built-in task knobs to sweep, e.g. {length_bias: [0, 0.5, 1, 2]}: every trial runs once per "
+        "value (grid search), each value overriding `task`.",
+    )
 
     @model_validator(mode="after")
     def _lengths(self) -> DataConfig:
         if self.max_prompt_length >= self.max_length:
             raise ValueError("max_prompt_length must be smaller than max_length")
         return self
+
+    @model_validator(mode="after")
+    def _task_grid(self) -> DataConfig:
+        for key, values in self.task_grid.items():
+            if key not in TaskConfig.model_fields or key == "version":
+                allowed = [k for k in TaskConfig.model_fields if k != "version"]
+                raise ValueError(f"task_grid: {key!r} is not a task knob; sweepable: {', '.join(allowed)}")
+            if not values:
+                raise ValueError(f"task_grid.{key} is empty; list at least one value")
+        for point in task_points(self):
+            TaskConfig.model_validate(point)  # each point must be a valid task
+        return self
+
+
+def task_points(data: DataConfig) -> list[dict[str, Any]]:
+    """The task configs a sweep runs on: ``task`` alone, or one per point of ``task_grid``."""
+    base = data.task.model_dump()
+    keys = list(data.task_grid)
+    return [
+        {**base, **dict(zip(keys, combo, strict=True))}
+        for combo in itertools.product(*data.task_grid.values())
+    ]
 
 
 class SFTConfig(_Strict):
@@ -428,6 +455,13 @@ def _check_spaces(path: Path, spec: SweepSpec, i: int, entry: MethodEntry) -> No
 
 
 def _check_search(path: Path, spec: SweepSpec) -> None:
+    if spec.data.task_grid and spec.search != "grid":
+        raise SpecError(
+            f"{path}: data.task_grid: sweeping task knobs needs `search: grid`; run one {spec.search} sweep per "
+            "task value instead (set data.task.<knob>)."
+        )
+    if spec.data.task_grid and not spec.data.source.startswith("builtin:"):
+        raise SpecError(f"{path}: data.task_grid: task knobs exist only for data.source: builtin:synthetic.")
     if spec.search == "grid":
         if spec.num_samples is not None:
             raise SpecError(
@@ -606,25 +640,35 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
         "metric": spec.metric,  # recorded for the report's best-setting rule
         "mode": spec.mode,
     }
-    for entry in spec.methods:
-        for hp in _grid_points(entry.hparams):
-            for tr in _grid_points(entry.training):
-                full_hp = losses.validate_hparams(entry.method, hp)
-                full_hp.pop("gamma_beta_ratio", None)  # resolved into gamma; passing both is an error
-                for seed in spec.seeds:
-                    trials.append(
-                        {
-                            **shared,
-                            "label": entry.label,
-                            "method": entry.method,
-                            "hparams": full_hp,
-                            "setting": setting_key(hp, tr),
-                            "reference": entry.reference if losses.needs_reference(entry.method) else None,
-                            "training": {**spec.training.model_dump(), **tr},
-                            "seed": seed,
-                            "index": len(trials),
-                        }
-                    )
+    data = spec.data.model_dump()
+    for task in task_points(spec.data):
+        # A swept task knob is part of the setting's name, so the report keeps its values apart.
+        knobs = ",".join(f"{k}={task[k]}" for k in spec.data.task_grid)
+        for entry in spec.methods:
+            for hp in _grid_points(entry.hparams):
+                for tr in _grid_points(entry.training):
+                    full_hp = losses.validate_hparams(entry.method, hp)
+                    full_hp.pop("gamma_beta_ratio", None)  # resolved into gamma; passing both is an error
+                    setting = setting_key(hp, tr)
+                    if knobs:
+                        setting = knobs if setting == "default" else f"{knobs},{setting}"
+                    for seed in spec.seeds:
+                        trials.append(
+                            {
+                                **shared,
+                                "data": {**data, "task": task},
+                                "label": entry.label,
+                                "method": entry.method,
+                                "hparams": full_hp,
+                                "setting": setting,
+                                "reference": entry.reference
+                                if losses.needs_reference(entry.method)
+                                else None,
+                                "training": {**spec.training.model_dump(), **tr},
+                                "seed": seed,
+                                "index": len(trials),
+                            }
+                        )
     return trials
 
 

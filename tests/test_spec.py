@@ -104,3 +104,47 @@ def test_cli_dry_run_lists_trials(tmp_path):
     assert proc.returncode == 0, proc.stderr
     n = len(spec_mod.expand(spec_mod.load_sweep(REPO / "sweeps" / "gamma.yaml")))
     assert proc.stdout.strip().splitlines()[-1] == f"{n} trials"
+
+
+def test_task_grid_runs_every_trial_once_per_task_value(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        name: tg
+        methods: [{method: simpo, hparams: {gamma: {grid: [0.0, 1.0]}}}, {method: dpo}]
+        seeds: [0, 1]
+        data: {task: {temperature: 0.2}, task_grid: {length_bias: [0.0, 2.0]}}
+    """,
+    )
+    trials = spec_mod.expand(spec_mod.load_sweep(path))
+    assert len(trials) == 2 * (2 + 1) * 2
+    assert {t["data"]["task"]["length_bias"] for t in trials} == {0.0, 2.0}
+    assert all(t["data"]["task"]["temperature"] == 0.2 for t in trials)  # the other knobs stay
+    assert {t["setting"] for t in trials if t["method"] == "dpo"} == {"length_bias=0.0", "length_bias=2.0"}
+    assert "length_bias=2.0,gamma=1.0" in {t["setting"] for t in trials}
+
+
+@pytest.mark.parametrize(
+    "task_grid, needle",
+    [
+        ("{version: [1, 2]}", "not a task knob"),
+        ("{length_bias: []}", "empty"),
+        ("{length_bias: [-1.0]}", "length_bias"),
+    ],
+)
+def test_bad_task_grid_is_refused(tmp_path, task_grid, needle):
+    path = write(tmp_path, f"name: x\nmethods: [{{method: simpo}}]\ndata: {{task_grid: {task_grid}}}\n")
+    with pytest.raises(SpecError, match=needle):
+        spec_mod.load_sweep(path)
+
+
+def test_label_knobs_share_one_sft_start_point(small_spec, tmp_path):
+    from ablate import startpoint
+
+    s = small_spec
+    dirs = set()
+    for bias in (0.0, 2.0):
+        data = s.data.model_dump()
+        data["task"] = {**data["task"], "length_bias": bias}
+        dirs.add(startpoint.sft_model_dir(s.cache_dir, s.model.model_dump(), data, s.sft.model_dump()))
+    assert len(dirs) == 1
