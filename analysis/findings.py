@@ -216,3 +216,40 @@ def findings_markdown(table: pd.DataFrame, metric: str) -> str:
         "direction, *not reproduced* when disjoint the other way, *inconclusive* when they overlap.\n\n"
     )
     return head + table.to_markdown(index=False) + "\n"
+
+
+def length_bias_table(df: pd.DataFrame, metric: str = "oracle_win_rate") -> pd.DataFrame | None:
+    """How each method's ``metric`` (and generation length) moves with the labels' length bias, and
+    SimPO's advantage over every other method at each bias (difference of means, Welch 95 % interval).
+    None unless the trials span several length-bias values."""
+    done = df[df["status"] == "finished"]
+    if "length_bias" not in done or done["length_bias"].nunique() < 2:
+        return None
+    rows = []
+    for (label, bias), group in done.groupby(["label", "length_bias"], sort=True):
+        best = best_setting(group, metric)  # a method with several settings: its best at this bias
+        rows.append({"label": label, "length_bias": bias, metric: str(interval(best[metric])),
+                     "gen_length": str(interval(best["gen_length"])), "_values": best[metric].tolist()})  # fmt: skip
+    table = pd.DataFrame(rows)
+    simpo = table[table["label"] == "SimPO"].set_index("length_bias")["_values"]
+    advantage = []
+    for _, r in table.iterrows():
+        if r["label"] == "SimPO" or r["length_bias"] not in simpo.index:
+            advantage.append("")
+            continue
+        a, b = pd.Series(simpo[r["length_bias"]], dtype=float), pd.Series(r["_values"], dtype=float)
+        diff = a.mean() - b.mean()
+        if len(a) < 2 or len(b) < 2:
+            advantage.append(f"{diff:+.3f}")
+            continue
+        se2 = a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)
+        dof = (
+            se2**2
+            / ((a.var(ddof=1) / len(a)) ** 2 / (len(a) - 1) + (b.var(ddof=1) / len(b)) ** 2 / (len(b) - 1))
+            if se2 > 0
+            else 1
+        )
+        half = stats.t.ppf(0.975, dof) * math.sqrt(se2)
+        advantage.append(f"{diff:+.3f} [{diff - half:+.3f}, {diff + half:+.3f}]")
+    table[f"SimPO minus this method ({metric})"] = advantage
+    return table.drop(columns=["_values"])

@@ -18,6 +18,7 @@ from analysis.tables import Table
 # The report's sections: (title, table names, figure names or name prefixes ending in "-").
 SECTIONS = [
     ("The paper's findings", ["findings"], []),
+    ("Length bias of the labels", ["length_bias"], []),
     ("Main comparison", ["main"], []),
     ("Ablation", ["ablation"], []),
     ("Hyperparameter sensitivity", ["sensitivity", "importance"], ["gamma", "sensitivity-"]),

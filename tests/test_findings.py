@@ -71,3 +71,19 @@ def test_a_finding_that_goes_the_other_way_is_reported_as_such():
     assert table.loc["SimPO's held-out reward accuracy is higher than DPO's", "verdict"] == F.NOT_REPRODUCED
     assert table.loc["w/o LN generates longer responses than SimPO", "verdict"] == F.MISSING
     assert table.loc["gamma study", "verdict"] == F.MISSING
+
+
+def test_length_bias_table_shows_simpo_advantage_per_bias():
+    data = []
+    for bias, simpo_win, dpo_win in [(0.0, 0.6, 0.7), (2.0, 0.6, 0.3)]:
+        data += rows("SimPO", f"length_bias={bias}", {"oracle_win_rate": [simpo_win, simpo_win + 0.01, simpo_win - 0.01],
+                     "gen_length": 4.0}, length_bias=bias)  # fmt: skip
+        data += rows("DPO", f"length_bias={bias}", {"oracle_win_rate": [dpo_win, dpo_win + 0.02, dpo_win - 0.02],
+                     "gen_length": 6.0}, length_bias=bias)  # fmt: skip
+    table = F.length_bias_table(pd.DataFrame(data))
+    dpo = table[table["label"] == "DPO"].set_index("length_bias")
+    col = "SimPO minus this method (oracle_win_rate)"
+    assert dpo.loc[0.0, col].startswith("-0.100") and dpo.loc[2.0, col].startswith("+0.300")
+    low, high = (float(x) for x in dpo.loc[2.0, col].split("[")[1].rstrip("]").split(","))
+    assert 0 < low < 0.3 < high  # the Welch interval brackets the difference and excludes 0
+    assert F.length_bias_table(pd.DataFrame(data[:6])) is None  # one bias value: no table
