@@ -26,15 +26,20 @@ class PairLogps:
 
 @torch.no_grad()
 def pair_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device) -> PairLogps:
+    """Per-pair log-probs, computed in batches of similar lengths (little padding) and returned in
+    the order of ``pairs``."""
     was_training = model.training
     model.eval()
-    out: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for s in range(0, len(pairs), batch_size):
-        batch = {k: v.to(device) for k, v in collate_pairs(pairs[s : s + batch_size], pad_id).items()}
-        out.append(tuple(t.float().cpu() for t in sequence_logps(model, batch)))
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    logps = torch.empty(2, len(pairs))
+    lengths = torch.empty(2, len(pairs))
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        batch = {k: v.to(device) for k, v in collate_pairs([pairs[i] for i in idx], pad_id).items()}
+        summed, counts = sequence_logps(model, batch)
+        logps[:, idx] = summed.float().cpu().view(2, -1)
+        lengths[:, idx] = counts.float().cpu().view(2, -1)
     model.train(was_training)
-    logps = torch.cat([o[0].view(2, -1) for o in out], dim=1)
-    lengths = torch.cat([o[1].view(2, -1) for o in out], dim=1).float()
     return PairLogps(logps[0], logps[1], lengths[0], lengths[1])
 
 
