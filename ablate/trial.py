@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import torch
 
-from ablate import data as data_mod
-from ablate import losses, models
+from ablate import models, preference, warm
 from ablate.evaluate import PairLogps, generate, generation_metrics, pair_logps, preference_metrics
 from ablate.startpoint import cache_key
-from ablate.train import Diverged, TrainSettings, sequence_logps, train
+from ablate.train import Diverged, TrainSettings, train
 
 Report = Callable[[dict], None]
 
@@ -53,16 +53,9 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def tokenized_splits(cfg: dict, tokenizer) -> tuple[list, list, list[dict]]:
-    """Tokenized train and held-out pairs, and the held-out rows (for prompts and the oracle)."""
-    d = cfg["data"]
-    train_rows, eval_rows = data_mod.load_splits(d)
-
-    def tok(rows):
-        return data_mod.tokenize_pairs(
-            tokenizer, rows, d["max_length"], d["max_prompt_length"], d["chat_template"]
-        )
-
-    return tok(train_rows), tok(eval_rows), eval_rows
+    """Tokenized train and held-out pairs, and the held-out rows (for prompts and the oracle);
+    tokenized once per data set and tokenizer, then reused from disk and the worker's memory."""
+    return warm.tokenized_splits(cfg, tokenizer)
 
 
 def precomputed_reference(cfg: dict, start: str, pairs: list, name: str, device, pad_id: int) -> PairLogps:
@@ -72,7 +65,7 @@ def precomputed_reference(cfg: dict, start: str, pairs: list, name: str, device,
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return PairLogps(**saved)
-    ref = models.load_model(start, device, trainable=False)
+    ref = warm.load_model(start, device, trainable=False)
     out = pair_logps(ref, pairs, cfg["evaluation"]["batch_size"], pad_id, device)
     del ref
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +77,7 @@ def precomputed_reference(cfg: dict, start: str, pairs: list, name: str, device,
 
 def run_trial(cfg: dict, report: Report) -> dict:
     """Train and evaluate one policy; report training metrics every ``log_every`` steps and the final ones."""
-    t_start = time.perf_counter()
+    t_start, started_at = time.perf_counter(), time.time()
     device = models.pick_device()
     torch.set_num_threads(max(1, int(cfg.get("resources", {}).get("cpus", 1))))
     reset_peak_memory(device)
@@ -93,9 +86,7 @@ def run_trial(cfg: dict, report: Report) -> dict:
     m = cfg["model"]
     dtype = models.pick_dtype(m["dtype"], device)
     tokenizer = models.load_tokenizer(start, m["trust_remote_code"])
-    policy = models.load_model(
-        start, device, dtype, m["trust_remote_code"], True, m["gradient_checkpointing"]
-    )
+    policy = warm.load_model(start, device, dtype, m["trust_remote_code"], True, m["gradient_checkpointing"])
     train_pairs, eval_pairs, eval_rows = tokenized_splits(cfg, tokenizer)
     pad = tokenizer.pad_token_id
     method, hp, tr = cfg["method"], cfg["hparams"], cfg["training"]
@@ -103,42 +94,19 @@ def run_trial(cfg: dict, report: Report) -> dict:
     t_train = time.perf_counter()
     ref_model = ref_train = None
     if cfg["reference"] == "online":
-        ref_model = models.load_model(start, device, dtype, m["trust_remote_code"], trainable=False)
+        ref_model = warm.load_model(start, device, dtype, m["trust_remote_code"], trainable=False)
     elif cfg["reference"] == "precomputed":
         ref_train = precomputed_reference(cfg, start, train_pairs, "train", device, pad)
 
-    lengths = [p.length for p in train_pairs]
+    make_batches = preference.batch_maker(
+        train_pairs, pad, tr["batch_size"], cfg["seed"], tr["group_by_length"], device
+    )
+    loss_fn = preference.loss_function(policy, method, hp, ref_model, ref_train)
+    first_step: list[float] = []
 
-    def make_batches(epoch: int) -> list[dict]:
-        out = []
-        for idx in data_mod.batch_indices(
-            lengths, tr["batch_size"], cfg["seed"] * 1000 + epoch, tr["group_by_length"]
-        ):
-            batch = {
-                k: v.to(device) for k, v in data_mod.collate_pairs([train_pairs[i] for i in idx], pad).items()
-            }
-            batch["index"] = torch.tensor(idx, device=device)
-            out.append(batch)
-        return out
-
-    def loss_fn(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        logps, lens = sequence_logps(policy, batch)
-        b = logps.shape[0] // 2
-        ref_w = ref_l = None
-        if ref_model is not None:
-            with torch.no_grad():
-                ref_logps, _ = sequence_logps(ref_model, batch)
-            ref_w, ref_l = ref_logps[:b], ref_logps[b:]
-        elif ref_train is not None:
-            ref_w, ref_l = (
-                ref_train.chosen[batch["index"].cpu()].to(device),
-                ref_train.rejected[batch["index"].cpu()].to(device),
-            )
-        per_pair, r_w, r_l = losses.preference_loss(
-            method, logps[:b], logps[b:], lens[:b], lens[b:], ref_w, ref_l, **hp
-        )
-        loss = per_pair.mean()
-        return loss, {"train_loss": loss.item(), "train_reward_accuracy": (r_w > r_l).float().mean().item()}
+    def on_step(_step: int) -> None:
+        if not first_step:  # start-up cost of the trial: entry to the end of its first step
+            first_step.append(time.perf_counter())
 
     last: dict[str, float] = {}
 
@@ -153,7 +121,7 @@ def run_trial(cfg: dict, report: Report) -> dict:
     )  # fmt: skip
     status = "finished"
     try:
-        result = train(policy, make_batches, loss_fn, settings, on_log)
+        result = train(policy, make_batches, loss_fn, settings, on_log, on_step=on_step)
         steps, tokens = result.steps, result.tokens
     except Diverged as e:
         status, steps, tokens = f"diverged: {e}", -1, 0
@@ -172,6 +140,10 @@ def run_trial(cfg: dict, report: Report) -> dict:
         metrics["tokens_per_s"] = tokens / max(runtime, 1e-9)
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     metrics["trial_s"] = time.perf_counter() - t_start
+    if first_step:
+        metrics["first_step_s"] = first_step[0] - t_start
+        metrics["first_step_at"] = started_at + metrics["first_step_s"]  # Unix time, as Ray's clocks
+    metrics["process"] = [os.getpid(), psutil.Process().create_time()]  # a fresh worker or a reused one
     report(metrics)
     return metrics
 

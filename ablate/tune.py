@@ -93,7 +93,10 @@ def run(
     max_failures: int,
     resume: bool = False,
     log=print,
+    reuse_actors: bool = True,
 ) -> SweepOutcome:
+    """Run (or resume) the trials. ``reuse_actors``: a worker process runs trial after trial, so
+    imports, the start point and the tokenized data are loaded once per worker, not per trial."""
     path = experiment_path(storage, name)
     wrapped = tune.with_resources(trainable, {"cpu": resources["cpus"], "gpu": resources["gpus"]})
     progress = Progress(len(trials), log)
@@ -111,7 +114,9 @@ def run(
             wrapped,
             param_space={TRIAL_KEY: tune.grid_search(trials)},
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=max_concurrent, reuse_actors=False, trial_dirname_creator=trial_dirname
+                max_concurrent_trials=max_concurrent,
+                reuse_actors=reuse_actors,
+                trial_dirname_creator=trial_dirname,
             ),
             run_config=run_config,
         )
