@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ablate import losses
+from ablate import losses, shared_prompt
 from ablate.data import TokenizedPair, collate_pairs
 from ablate.synthetic import oracle_reward
 from ablate.train import sequence_logps
@@ -25,17 +25,23 @@ class PairLogps:
 
 @torch.no_grad()
 def pair_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device) -> PairLogps:
-    """Per-pair log-probs, computed in batches of similar lengths (little padding) and returned in
-    the order of ``pairs``."""
+    """Per-pair log-probs, computed in batches of similar lengths (little padding), with each prompt
+    computed once where the model allows it (``ablate.shared_prompt``), returned in the order of ``pairs``."""
     was_training = model.training
     model.eval()
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    share = shared_prompt.usable(model, pairs)
+    collate, logps_of = (
+        (shared_prompt.collate, shared_prompt.pair_logps) if share else (collate_pairs, sequence_logps)
+    )
+    order = sorted(
+        range(len(pairs)), key=lambda i: shared_prompt.row_length(pairs[i]) if share else pairs[i].length
+    )
     logps = torch.empty(2, len(pairs))
     lengths = torch.empty(2, len(pairs))
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        batch = {k: v.to(device) for k, v in collate_pairs([pairs[i] for i in idx], pad_id).items()}
-        summed, counts = sequence_logps(model, batch)
+        batch = {k: v.to(device) for k, v in collate([pairs[i] for i in idx], pad_id).items()}
+        summed, counts = logps_of(model, batch)
         logps[:, idx] = summed.float().cpu().view(2, -1)
         lengths[:, idx] = counts.float().cpu().view(2, -1)
     model.train(was_training)

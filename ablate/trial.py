@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from ablate import models, preference, warm
+from ablate import models, preference, shared_prompt, warm
 from ablate.evaluate import PairLogps, generate, generation_metrics, pair_logps, preference_metrics
 from ablate.startpoint import cache_key
 from ablate.train import Diverged, TrainSettings, train
@@ -99,8 +99,9 @@ def run_trial(cfg: dict, report: Report) -> dict:
         ref_train = precomputed_reference(cfg, start, train_pairs, "train", device, pad)
 
     make_batches = preference.batch_maker(
-        train_pairs, pad, tr["batch_size"], cfg["seed"], tr["group_by_length"], device
-    )
+        train_pairs, pad, tr["batch_size"], cfg["seed"], tr["group_by_length"], device,
+        share_prompt=shared_prompt.usable(policy, train_pairs),
+    )  # fmt: skip
     loss_fn = preference.loss_function(policy, method, hp, ref_model, ref_train)
     first_step: list[float] = []
 

@@ -55,7 +55,7 @@ def ablate_side(method: str, rows: list[dict], policy, ref_model, tokenizer, s: 
     """The trial's own training path (``ablate.trial``): tokenize, precompute the reference if
     asked, build the batches and loss of ``ablate.preference``, run ``ablate.train.train``."""
     from ablate import data as data_mod
-    from ablate import preference
+    from ablate import preference, shared_prompt
     from ablate.evaluate import pair_logps
     from ablate.train import TrainSettings, train
 
@@ -73,7 +73,8 @@ def ablate_side(method: str, rows: list[dict], policy, ref_model, tokenizer, s: 
     loss_fn = preference.loss_function(
         policy, objective, hparams, ref_model if method == "dpo" else None, ref_logps
     )
-    make_batches = preference.batch_maker(tokenized, pad, s["batch_size"], s["seed"], True, "cpu")
+    share = shared_prompt.usable(policy, tokenized)
+    make_batches = preference.batch_maker(tokenized, pad, s["batch_size"], s["seed"], True, "cpu", share)
     settings = TrainSettings(
         learning_rate=s["learning_rate"], warmup_ratio=s["warmup_ratio"], max_grad_norm=s["max_grad_norm"],
         log_every=s["log_every"],

@@ -9,7 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ablate import data as data_mod
-from ablate import warm
+from ablate import shared_prompt, warm
 from ablate.data import IGNORE_INDEX, TokenizedPair, collate_pairs
 from ablate.evaluate import pair_logps
 from ablate.models import load_tokenizer
@@ -66,6 +66,40 @@ def test_models_with_a_transformed_head_take_their_own_forward():
     assert torch.allclose(sequence_logps(model, batch)[0], full_logits_logps(model, batch), atol=1e-4)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prompt_layout_gives_the_usual_logps_and_gradients(attention):
+    model = tiny_llama()
+    model.config._attn_implementation = attention
+    pairs = random_pairs(5, seed=2)
+    assert shared_prompt.usable(model, pairs)
+    usual, usual_counts = sequence_logps(model, collate_pairs(pairs, pad_id=0))
+    shared, shared_counts = shared_prompt.pair_logps(model, shared_prompt.collate(pairs, pad_id=0))
+    assert torch.allclose(shared, usual, atol=1e-4)
+    assert shared_counts.tolist() == usual_counts.tolist()
+    weight = model.model.layers[0].self_attn.q_proj.weight
+    g_usual = torch.autograd.grad(usual.sum(), weight)[0]
+    g_shared = torch.autograd.grad(shared.sum(), weight)[0]
+    assert torch.allclose(g_shared, g_usual, atol=1e-4)
+
+
+def test_shared_prompt_mask_keeps_the_responses_apart():
+    pair = TokenizedPair([1, 5], [6, 2], [7, 8, 2])  # row: p p c c r r r pad...
+    batch = shared_prompt.collate([pair, TokenizedPair([1, 5, 5, 5], [6, 2], [7, 8, 2])], pad_id=0)
+    allowed = shared_prompt.attention_mask(batch["segments"], torch.float32)[0, 0] == 0
+    assert allowed[3].tolist()[:7] == [True, True, True, True, False, False, False]  # 2nd chosen token
+    assert allowed[5].tolist()[:7] == [True, True, False, False, True, True, False]  # 2nd rejected token
+    assert batch["position_ids"][0].tolist()[:7] == [0, 1, 2, 3, 2, 3, 4]
+    # both responses' first tokens are predicted from the prompt's last position
+    assert batch["src_col"][:4].tolist() == [1, 2, 1, 4]
+
+
+def test_shared_prompt_is_not_used_where_it_cannot_be():
+    model = tiny_llama()
+    assert not shared_prompt.usable(model, [TokenizedPair([], [6, 2], [7, 2])])
+    model.config._attn_implementation = "flash_attention_2"
+    assert not shared_prompt.usable(model, random_pairs(2))
+
+
 def test_padding_mask_is_dropped_only_for_right_padding():
     right = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
     left = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
@@ -92,6 +126,7 @@ def test_tokenized_data_is_cached_on_disk_and_reused(small_spec, start, tmp_path
     cfg = make_trial(small_spec, start, "simpo")
     cfg["cache_dir"] = str(tmp_path)
     tokenizer = load_tokenizer(start["path"])
+    warm._tokenized.clear()  # earlier trials in this process may have kept it
     first = warm.tokenized_splits(cfg, tokenizer)
     files = list((tmp_path / "tokenized").glob("*.json"))
     assert len(files) == 1
