@@ -20,6 +20,8 @@ its own fresh local Ray.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import tempfile
@@ -79,16 +81,17 @@ def run_sweep(spec, start: dict, reuse_actors: bool) -> dict:
     t_init = time.perf_counter() - t0
     try:
         t0, t_run = time.perf_counter(), time.time()
-        outcome = tune.run(
-            trials,
-            f"{spec.name}-{'reuse' if reuse_actors else 'fresh'}",
-            spec.storage,
-            spec.resources.model_dump(),
-            spec.max_concurrent,
-            0,
-            log=lambda *_: None,
-            reuse_actors=reuse_actors,
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # Ray Tune's own banners
+            outcome = tune.run(
+                trials,
+                f"{spec.name}-{'reuse' if reuse_actors else 'fresh'}",
+                spec.storage,
+                spec.resources.model_dump(),
+                spec.max_concurrent,
+                0,
+                log=lambda *_: None,
+                reuse_actors=reuse_actors,
+            )
         wall = time.perf_counter() - t0
     finally:
         ray.shutdown()
