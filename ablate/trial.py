@@ -144,7 +144,8 @@ def run_trial(cfg: dict, report: Report) -> dict:
     if first_step:
         metrics["first_step_s"] = first_step[0] - t_start
         metrics["first_step_at"] = started_at + metrics["first_step_s"]  # Unix time, as Ray's clocks
-    metrics["process"] = [os.getpid(), psutil.Process().create_time()]  # a fresh worker or a reused one
+    metrics["process_id"] = os.getpid()  # with process_started_at: a fresh worker or a reused one
+    metrics["process_started_at"] = psutil.Process().create_time()
     report(metrics)
     return metrics
 

@@ -28,6 +28,7 @@ MODEL_CACHE_MAX_BYTES = 1 << 30
 
 _tokenized: dict[str, tuple[list[TokenizedPair], list[TokenizedPair], list[dict]]] = {}
 _models: dict[tuple, torch.nn.Module] = {}
+_too_big: set[tuple] = set()
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -113,27 +114,27 @@ def load_model(
     gradient_checkpointing: bool = False,
 ) -> torch.nn.Module:
     """``ablate.models.load_model``, from a pristine copy kept in this process when the model is small."""
-    key = (name_or_path, str(dtype), trust_remote_code, json.dumps(_weights_stamp(name_or_path), default=str))
+    key = (name_or_path, str(dtype), json.dumps(_weights_stamp(name_or_path), default=str))
+    if trust_remote_code or key in _too_big:  # a model's own code may not survive a deep copy
+        return models.load_model(
+            name_or_path, device, dtype, trust_remote_code, trainable, gradient_checkpointing
+        )
     pristine = _models.get(key)
     if pristine is None:
-        model = models.load_model(
-            name_or_path, torch.device("cpu"), dtype, trust_remote_code, trainable=False
-        )
-        size = sum(p.numel() * p.element_size() for p in model.parameters())
-        if size > MODEL_CACHE_MAX_BYTES:
-            del model
-            return models.load_model(
-                name_or_path, device, dtype, trust_remote_code, trainable, gradient_checkpointing
-            )
+        model = models.load_model(name_or_path, torch.device("cpu"), dtype, trainable=False)
+        if sum(p.numel() * p.element_size() for p in model.parameters()) > MODEL_CACHE_MAX_BYTES:
+            _too_big.add(key)
+            return _prepare(model.to(device), trainable, gradient_checkpointing)
         _models.clear()  # one start point per worker is the common case; never hoard several
         _models[key] = pristine = model
-    model = copy.deepcopy(pristine).to(device)
-    if trainable:
-        model.requires_grad_(True)
-        model.train()
-        if gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-            model.config.use_cache = False
-    else:
-        model.eval()
+    return _prepare(copy.deepcopy(pristine).to(device), trainable, gradient_checkpointing)
+
+
+def _prepare(model: torch.nn.Module, trainable: bool, gradient_checkpointing: bool) -> torch.nn.Module:
+    """The state ``ablate.models.load_model`` leaves a model in: trainable, or frozen in eval mode."""
+    model.requires_grad_(trainable)
+    model.train(trainable)
+    if trainable and gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
     return model

@@ -122,7 +122,7 @@ def run_sweep(spec, start: dict, reuse_actors: bool) -> dict:
         "startup_median_s": statistics.median(startup),
         "startup_max_s": max(startup),
         "in_trial_startup_s": statistics.median(m["first_step_s"] for m in metrics),
-        "processes": len({tuple(m["process"]) for m in metrics}),
+        "processes": len({(m["process_id"], m["process_started_at"]) for m in metrics}),
         "timeline": rows,
         "first_entry_s": statistics.median(f[0] for f in firsts.values()),
         "gap_s": statistics.median(gaps) if gaps else float("nan"),
@@ -136,10 +136,10 @@ def timeline(metrics: list[dict], t_run: float) -> list[tuple]:
         entered = m["first_step_at"] - m["first_step_s"]
         rows.append(
             (
-                m["process"][0],
+                m["process_id"],
                 *(
                     round(t - t_run, 2)
-                    for t in (m["process"][1], entered, m["first_step_at"], entered + m["trial_s"])
+                    for t in (m["process_started_at"], entered, m["first_step_at"], entered + m["trial_s"])
                 ),
             )
         )
@@ -154,7 +154,7 @@ def startups(metrics: list[dict]) -> list[float]:
     out = []
     by_process: dict[float, list[dict]] = {}
     for m in metrics:
-        by_process.setdefault(tuple(m["process"]), []).append(m)
+        by_process.setdefault((m["process_id"], m["process_started_at"]), []).append(m)
     for (_pid, born), ms in by_process.items():
         free = born
         for m in sorted(ms, key=lambda m: m["first_step_at"]):
