@@ -164,15 +164,26 @@ def format_prompt(tokenizer, prompt, use_chat_template: bool) -> str:
 
 
 def tokenize_prompt(tokenizer, prompt: str, max_prompt_length: int) -> list[int]:
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return _prompt_ids(tokenizer, tokenizer(prompt, add_special_tokens=False)["input_ids"], max_prompt_length)
+
+
+def _prompt_ids(tokenizer, ids: list[int], max_prompt_length: int) -> list[int]:
     if tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
         ids = [tokenizer.bos_token_id] + ids
     return ids[-max_prompt_length:]  # an over-long prompt keeps its end, next to the response
 
 
 def tokenize_response(tokenizer, response: str, budget: int) -> list[int]:
-    ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return ids[: max(budget, 1)]
+    return _response_ids(tokenizer, tokenizer(response, add_special_tokens=False)["input_ids"], budget)
+
+
+def _response_ids(tokenizer, ids: list[int], budget: int) -> list[int]:
+    return (ids + [tokenizer.eos_token_id])[: max(budget, 1)]
+
+
+def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of many texts in one call (the fast tokenizers encode a batch in Rust)."""
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
 
 def tokenize_pairs(
@@ -184,25 +195,20 @@ def tokenize_pairs(
     counts: dict | None = None,
 ) -> list[TokenizedPair]:
     """Token ids of each pair; ``counts`` (if given) receives ``truncated_prompts`` and ``truncated_responses``."""
+    prompts = _encode(tokenizer, [format_prompt(tokenizer, row["prompt"], use_chat_template) for row in rows])
+    chosen = _encode(tokenizer, [row["chosen"] for row in rows])
+    rejected = _encode(tokenizer, [row["rejected"] for row in rows])
     out = []
-    for row in rows:
-        prompt = tokenize_prompt(
-            tokenizer, format_prompt(tokenizer, row["prompt"], use_chat_template), max_prompt_length
-        )
+    for p, c, r in zip(prompts, chosen, rejected, strict=True):
+        prompt = _prompt_ids(tokenizer, p, max_prompt_length)
         budget = max_length - len(prompt)
-        pair = TokenizedPair(
-            prompt,
-            tokenize_response(tokenizer, row["chosen"], budget),
-            tokenize_response(tokenizer, row["rejected"], budget),
-        )
+        pair = TokenizedPair(prompt, _response_ids(tokenizer, c, budget), _response_ids(tokenizer, r, budget))
         if counts is not None:
-            full_prompt = tokenize_prompt(
-                tokenizer, format_prompt(tokenizer, row["prompt"], use_chat_template), 10**9
-            )
+            full_prompt = _prompt_ids(tokenizer, p, 10**9)
             counts["truncated_prompts"] = counts.get("truncated_prompts", 0) + (
                 len(full_prompt) > len(prompt)
             )
-            cut = any(r[-1] != tokenizer.eos_token_id for r in (pair.chosen_ids, pair.rejected_ids))
+            cut = any(ids[-1] != tokenizer.eos_token_id for ids in (pair.chosen_ids, pair.rejected_ids))
             counts["truncated_responses"] = counts.get("truncated_responses", 0) + cut
         out.append(pair)
     return out

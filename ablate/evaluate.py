@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from scipy.stats import spearmanr
 
-from ablate import losses
+from ablate import losses, shared_prompt
 from ablate.data import TokenizedPair, collate_pairs
 from ablate.synthetic import oracle_reward
 from ablate.train import sequence_logps
@@ -26,15 +25,26 @@ class PairLogps:
 
 @torch.no_grad()
 def pair_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device) -> PairLogps:
+    """Per-pair log-probs, computed in batches of similar lengths (little padding), with each prompt
+    computed once where the model allows it (``ablate.shared_prompt``), returned in the order of ``pairs``."""
     was_training = model.training
     model.eval()
-    out: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for s in range(0, len(pairs), batch_size):
-        batch = {k: v.to(device) for k, v in collate_pairs(pairs[s : s + batch_size], pad_id).items()}
-        out.append(tuple(t.float().cpu() for t in sequence_logps(model, batch)))
+    share = shared_prompt.usable(model, pairs)
+    collate, logps_of = (
+        (shared_prompt.collate, shared_prompt.pair_logps) if share else (collate_pairs, sequence_logps)
+    )
+    order = sorted(
+        range(len(pairs)), key=lambda i: shared_prompt.row_length(pairs[i]) if share else pairs[i].length
+    )
+    logps = torch.empty(2, len(pairs))
+    lengths = torch.empty(2, len(pairs))
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        batch = {k: v.to(device) for k, v in collate([pairs[i] for i in idx], pad_id).items()}
+        summed, counts = logps_of(model, batch)
+        logps[:, idx] = summed.float().cpu().view(2, -1)
+        lengths[:, idx] = counts.float().cpu().view(2, -1)
     model.train(was_training)
-    logps = torch.cat([o[0].view(2, -1) for o in out], dim=1)
-    lengths = torch.cat([o[1].view(2, -1) for o in out], dim=1).float()
     return PairLogps(logps[0], logps[1], lengths[0], lengths[1])
 
 
@@ -56,6 +66,8 @@ def preference_metrics(
     avg_l = policy.rejected / policy.rejected_len.clamp(min=1)
     avg = torch.cat([avg_w, avg_l])
     lengths = torch.cat([policy.chosen_len, policy.rejected_len])
+    from scipy.stats import spearmanr  # imported here: scipy.stats costs every worker 0.2 s at start-up
+
     rho = spearmanr(avg.numpy(), lengths.numpy()).statistic
     # Ranking agreement: does the reward order the pair the same way as average log-likelihood?
     agree = (torch.sign(r_w - r_l) == torch.sign(avg_w - avg_l)).float().mean()

@@ -1,7 +1,7 @@
 """The training step loop: one obvious place where a step happens.
 
-``sequence_logps`` turns a padded batch into per-sequence summed response log-probs (gather
-minus logsumexp, so no full log-softmax tensor is kept). ``train`` runs AdamW with linear warmup
+``sequence_logps`` turns a padded batch into per-sequence summed response log-probs, with the LM
+head applied to response positions only. ``train`` runs AdamW with linear warmup
 and cosine decay, gradient accumulation and clipping, and calls back every ``log_every`` steps.
 """
 
@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import get_cosine_schedule_with_warmup
+import torch.nn.functional as F
+from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from ablate.data import IGNORE_INDEX
 
@@ -30,17 +31,66 @@ class Diverged(RuntimeError):
     metrics: dict[str, float] | None = None
 
 
+# Config fields of models whose logits are not a plain linear map of the last hidden state; such
+# models take the generic path through their own forward.
+_LOGIT_TRANSFORMS = (
+    "final_logit_softcapping",
+    "logit_scale",
+    "logits_scaling",
+    "output_multiplier",
+    "lm_head_multiplier",
+)
+
+
+def response_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+    """(backbone, lm_head) when the model's logits are ``lm_head(backbone(...).last_hidden_state)``."""
+    if not isinstance(model, PreTrainedModel):
+        return None
+    backbone, head = model.base_model, model.get_output_embeddings()
+    if backbone is model or not isinstance(head, torch.nn.Linear):
+        return None
+    config = model.config.get_text_config()
+    if any(getattr(config, name, None) is not None for name in _LOGIT_TRANSFORMS):
+        return None
+    return backbone, head
+
+
+def causal_mask(attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """``None`` (plain causal attention) for a right-padded batch, else the mask itself.
+
+    Under a causal mask a real token only attends to earlier positions, which in a right-padded row
+    are all real, so the padding mask changes nothing that is read: only the outputs at padding
+    positions, which no loss uses. Without it, attention takes the causal kernel that skips the
+    upper triangle and no per-batch 4-D mask is built."""
+    if bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()):
+        return None
+    return attention_mask
+
+
 def sequence_logps(
     model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probs of the labelled (response) tokens of each row, and their counts."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    """Summed log-probs of the labelled (response) tokens of each row, and their counts.
+
+    The LM head runs only on the positions that predict a response token: prompt and padding
+    positions never get vocabulary-sized logits (they are most of a batch's positions). Models
+    with a transformed head (soft-capping, scaling) fall back to their full forward.
+    """
     labels = batch["labels"][:, 1:]
     mask = labels != IGNORE_INDEX
-    logits = logits.float()
-    picked = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    token_logps = picked - torch.logsumexp(logits, dim=-1)
-    return (token_logps * mask).sum(-1), mask.sum(-1)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": causal_mask(batch["attention_mask"])}
+    rows, cols = mask.nonzero(as_tuple=True)
+    head = response_head(model)
+    if head is None:
+        logits = model(**inputs, use_cache=False).logits[:, :-1][rows, cols]
+    else:
+        backbone, lm_head = head
+        logits = lm_head(backbone(**inputs, use_cache=False).last_hidden_state[rows, cols])
+    # cross_entropy fuses log-softmax and the pick of the label (much faster than gather minus
+    # logsumexp on CPU); only the response positions' logits are ever materialised.
+    token_logps = -F.cross_entropy(logits.float(), labels[rows, cols], reduction="none")
+    sums = torch.zeros(labels.shape[0], dtype=token_logps.dtype, device=token_logps.device)
+    return sums.index_add(0, rows, token_logps), mask.sum(-1)
 
 
 @dataclass
@@ -63,6 +113,16 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where torch has one (CPU and CUDA floating-point parameters): one
+    kernel per step instead of a dozen small ops per parameter tensor."""
+    fused = (
+        all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        and len({p.device for p in params}) <= 1
+    )
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def train(
     model: torch.nn.Module,
     make_batches: Callable[[int], Sequence[dict[str, torch.Tensor]]],
@@ -72,16 +132,19 @@ def train(
     start_step: int = 0,
     optimizer_state: dict | None = None,
     before_step: Callable[[int], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place. ``make_batches(epoch)`` gives that epoch's micro-batches.
 
     ``on_log(step, metrics, state)`` gets the averaged step statistics and the optimizer and
     scheduler state (for checkpoints); ``start_step``/``optimizer_state`` resume from one.
     ``before_step(step)`` runs before each step (the fault-injection hook of ``ablate.faults``).
+    ``on_step(step)`` runs after every optimizer step (cheap hooks only: timing, progress).
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    per_epoch = math.ceil(len(make_batches(0)) / settings.grad_accum)
+    optimizer = adamw(params, settings.learning_rate, settings.weight_decay)
+    first_epoch = make_batches(0)
+    per_epoch = math.ceil(len(first_epoch) / settings.grad_accum)
     total = per_epoch * settings.epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
     if optimizer_state is not None:
@@ -92,7 +155,7 @@ def train(
     window: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for epoch in range(settings.epochs):
-        batches = make_batches(epoch)
+        batches = first_epoch if epoch == 0 else make_batches(epoch)
         for first in range(0, len(batches), settings.grad_accum):
             step = epoch * per_epoch + first // settings.grad_accum + 1
             if step <= start_step:  # resumed from a checkpoint: skip steps already taken
@@ -107,6 +170,8 @@ def train(
                 e.metrics = _average(window) if window else None
                 raise
             result.steps = step
+            if on_step is not None:
+                on_step(step)
             result.tokens += sum(int(b["attention_mask"].sum()) for b in group)
             window.append(stats)
             checkpoint = settings.checkpoint_every > 0 and step % settings.checkpoint_every == 0

@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import torch
 
 from ablate import checkpoint as ckpt_mod
 from ablate import data as data_mod
-from ablate import faults, losses, models
+from ablate import faults, models, preference, shared_prompt, warm
 from ablate.evaluate import (
     PairLogps,
     generate,
@@ -30,7 +31,7 @@ from ablate.evaluate import (
     preference_metrics,
 )
 from ablate.startpoint import cache_key
-from ablate.train import Diverged, TrainSettings, sequence_logps, train
+from ablate.train import Diverged, TrainSettings, train
 
 Report = Callable[[dict], None]
 ReportCheckpoint = Callable[[dict, str], None]  # (metrics, checkpoint directory)
@@ -67,17 +68,13 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def tokenized_splits(cfg: dict, tokenizer, counts: dict | None = None) -> tuple[list, list, list[dict]]:
-    """Tokenized train and held-out pairs, and the held-out rows (for prompts and the oracle).
+    """Tokenized train and held-out pairs, and the held-out rows (for prompts and the oracle);
+    tokenized once per data set and tokenizer, then reused from disk and the worker's memory.
     ``counts`` (if given) receives the skipped and truncated pairs (``ablate.data.SKIP_COUNTS``)."""
-    d = cfg["data"]
-    train_rows, eval_rows = data_mod.load_splits(d, counts)
-
-    def tok(rows):
-        return data_mod.tokenize_pairs(
-            tokenizer, rows, d["max_length"], d["max_prompt_length"], d["chat_template"], counts
-        )
-
-    return tok(train_rows), tok(eval_rows), eval_rows
+    train, held_out, rows, seen = warm.tokenized_splits(cfg, tokenizer)
+    if counts is not None:
+        counts.update(seen)
+    return train, held_out, rows
 
 
 def reference_cache_path(cfg: dict, start: str, name: str) -> Path:
@@ -92,7 +89,7 @@ def precomputed_reference(cfg: dict, start: str, pairs: list, name: str, device,
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return PairLogps(**saved)
-    ref = models.load_model(start, device, trainable=False)
+    ref = warm.load_model(start, device, trainable=False)
     out = pair_logps(ref, pairs, cfg["evaluation"]["batch_size"], pad_id, device)
     del ref
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +113,7 @@ def run_trial(
     are reported through it together with a checkpoint directory (``ablate.checkpoint``); ``resume``
     is such a checkpoint's state, from which training continues. A loss that becomes NaN or infinite
     ends the trial at once with status ``diverged: ...`` and its last finite training metrics."""
-    t_start = time.perf_counter()
+    t_start, started_at = time.perf_counter(), time.time()
     device = models.pick_device()
     torch.set_num_threads(max(1, int(cfg.get("resources", {}).get("cpus", 1))))
     reset_peak_memory(device)
@@ -125,9 +122,7 @@ def run_trial(
     m = cfg["model"]
     dtype = models.pick_dtype(m["dtype"], device)
     tokenizer = models.load_tokenizer(start, m["trust_remote_code"])
-    policy = models.load_model(
-        start, device, dtype, m["trust_remote_code"], True, m["gradient_checkpointing"]
-    )
+    policy = warm.load_model(start, device, dtype, m["trust_remote_code"], True, m["gradient_checkpointing"])
     counts = dict.fromkeys(data_mod.SKIP_COUNTS, 0)
     train_pairs, eval_pairs, eval_rows = tokenized_splits(cfg, tokenizer, counts)
     pad = tokenizer.pad_token_id
@@ -136,44 +131,27 @@ def run_trial(
     t_train = time.perf_counter()
     ref_model = ref_train = None
     if cfg["reference"] == "online":
-        ref_model = models.load_model(start, device, dtype, m["trust_remote_code"], trainable=False)
+        ref_model = warm.load_model(start, device, dtype, m["trust_remote_code"], trainable=False)
     elif cfg["reference"] == "precomputed":
         ref_train = precomputed_reference(cfg, start, train_pairs, "train", device, pad)
 
-    lengths = [p.length for p in train_pairs]
-
-    def make_batches(epoch: int) -> list[dict]:
-        out = []
-        for idx in data_mod.batch_indices(
-            lengths, tr["batch_size"], cfg["seed"] * 1000 + epoch, tr["group_by_length"]
-        ):
-            batch = {
-                k: v.to(device) for k, v in data_mod.collate_pairs([train_pairs[i] for i in idx], pad).items()
-            }
-            batch["index"] = torch.tensor(idx, device=device)
-            out.append(batch)
-        return out
+    make_batches = preference.batch_maker(
+        train_pairs, pad, tr["batch_size"], cfg["seed"], tr["group_by_length"], device,
+        share_prompt=shared_prompt.usable(policy, train_pairs),
+    )  # fmt: skip
+    preference_loss_fn = preference.loss_function(policy, method, hp, ref_model, ref_train)
 
     def loss_fn(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        logps, lens = sequence_logps(policy, batch)
-        b = logps.shape[0] // 2
-        ref_w = ref_l = None
-        if ref_model is not None:
-            with torch.no_grad():
-                ref_logps, _ = sequence_logps(ref_model, batch)
-            ref_w, ref_l = ref_logps[:b], ref_logps[b:]
-        elif ref_train is not None:
-            ref_w, ref_l = (
-                ref_train.chosen[batch["index"].cpu()].to(device),
-                ref_train.rejected[batch["index"].cpu()].to(device),
-            )
-        per_pair, r_w, r_l = losses.preference_loss(
-            method, logps[:b], logps[b:], lens[:b], lens[b:], ref_w, ref_l, **hp
-        )
-        loss = per_pair.mean()
+        loss, stats = preference_loss_fn(batch)
         if poison:  # an injected nan/inf fault (ablate.faults)
             loss = loss + poison.pop()
-        return loss, {"train_loss": loss.item(), "train_reward_accuracy": (r_w > r_l).float().mean().item()}
+        return loss, stats
+
+    first_step: list[float] = []
+
+    def on_step(_step: int) -> None:
+        if not first_step:  # start-up cost of the trial: entry to the end of its first step
+            first_step.append(time.perf_counter())
 
     last: dict[str, float] = {}
     start_step, prior_runtime, optimizer_state = 0, 0.0, None
@@ -223,7 +201,7 @@ def run_trial(
     status, extra = "finished", {}
     try:
         result = train(
-            policy, make_batches, loss_fn, settings, on_log, start_step, optimizer_state, before_step
+            policy, make_batches, loss_fn, settings, on_log, start_step, optimizer_state, before_step, on_step
         )
         steps, tokens = result.steps, result.tokens
     except Diverged as e:
@@ -254,6 +232,11 @@ def run_trial(
     metrics["steps"] = steps
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     metrics["trial_s"] = time.perf_counter() - t_start
+    if first_step:
+        metrics["first_step_s"] = first_step[0] - t_start
+        metrics["first_step_at"] = started_at + metrics["first_step_s"]  # Unix time, as Ray's clocks
+    metrics["process_id"] = os.getpid()  # with process_started_at: a fresh worker or a reused one
+    metrics["process_started_at"] = psutil.Process().create_time()
     report(metrics)
     return metrics
 

@@ -301,8 +301,11 @@ def run(
     log=print,
     searcher: SweepSearcher | None = None,
     scheduler=None,
+    reuse_actors: bool = True,
 ) -> SweepOutcome:
-    """Run (or with ``resume`` continue) a sweep: grid ``trials``, or the draws of ``searcher``."""
+    """Run (or with ``resume`` continue) a sweep: grid ``trials``, or the draws of ``searcher``.
+    ``reuse_actors``: a worker process runs trial after trial, so imports, the start point and the
+    tokenized data are loaded once per worker, not per trial."""
     path = experiment_path(storage, name)
     # Keeping KEEP_CHECKPOINTS per trial makes Ray snapshot the sweep state after that many checkpoints
     # (so it never points at a deleted one); with short trials it then warns about frequent snapshots.
@@ -328,7 +331,7 @@ def run(
             param_space={} if searcher else {TRIAL_KEY: tune.grid_search(trials)},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=max_concurrent,
-                reuse_actors=False,
+                reuse_actors=reuse_actors,
                 trial_dirname_creator=trial_dirname,
                 search_alg=searcher,
                 num_samples=searcher.total if searcher else 1,

@@ -1,0 +1,146 @@
+"""Per-worker and on-disk reuse across a sweep's trials: what every trial of a sweep loads the same.
+
+* Tokenized data: a sweep's trials share one data set, so its tokenization is done once and kept
+  on disk (JSON, keyed by the tokenizer's content and the data config) and in the worker's memory.
+* Start-point weights: a reused worker process (Ray Tune ``reuse_actors``) keeps the pristine
+  start point in memory and hands each trial a copy instead of reading it from disk again; only
+  models up to ``MODEL_CACHE_MAX_BYTES`` are kept, so a big model never costs a second copy in RAM.
+
+Ray-free, like ``ablate.trial``, which calls these instead of loading directly."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ablate import data as data_mod
+from ablate import models
+from ablate.data import TokenizedPair
+from ablate.startpoint import cache_key
+
+TOKENIZED_VERSION = 2
+MODEL_CACHE_MAX_BYTES = 1 << 30
+
+_tokenized: dict[str, tuple[list[TokenizedPair], list[TokenizedPair], list[dict]]] = {}
+_models: dict[tuple, torch.nn.Module] = {}
+_too_big: set[tuple] = set()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything that decides the token ids: vocabulary, rules, special tokens, template."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    extra = json.dumps(
+        [tokenizer.bos_token_id, tokenizer.eos_token_id, getattr(tokenizer, "chat_template", None)],
+        default=str,
+    )
+    return hashlib.sha256((body + extra).encode()).hexdigest()[:16]
+
+
+def _source_stamp(data: dict) -> object:
+    """A local data file's size and modification time, so an edited file is tokenized again."""
+    path = Path(data["source"]).expanduser()
+    if path.suffix in data_mod.LOCAL_FORMATS and path.is_file():
+        st = path.stat()
+        return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    return None
+
+
+def tokenized_splits(
+    cfg: dict, tokenizer
+) -> tuple[list[TokenizedPair], list[TokenizedPair], list[dict], dict[str, int]]:
+    """Tokenized train and held-out pairs and the held-out rows, as ``ablate.trial.tokenized_splits``
+    makes them, and the counts of skipped and truncated pairs, from this process's memory, the sweep's
+    cache directory, or computed (then saved)."""
+    d = cfg["data"]
+    key = cache_key(
+        {
+            "v": TOKENIZED_VERSION,
+            "tokenizer": tokenizer_fingerprint(tokenizer),
+            "data": d,
+            "file": _source_stamp(d),
+        }
+    )
+    if key in _tokenized:
+        return _tokenized[key]
+    path = Path(cfg["cache_dir"]).expanduser() / "tokenized" / f"{key}.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        out = (_pairs(saved["train"]), _pairs(saved["eval"]), saved["eval_rows"], saved["counts"])
+    else:
+        counts = dict.fromkeys(data_mod.SKIP_COUNTS, 0)
+        train_rows, eval_rows = data_mod.load_splits(d, counts)
+
+        def tok(rows):
+            return data_mod.tokenize_pairs(
+                tokenizer, rows, d["max_length"], d["max_prompt_length"], d["chat_template"], counts
+            )
+
+        out = (tok(train_rows), tok(eval_rows), eval_rows, counts)
+        _save_json(
+            path, {"train": _lists(out[0]), "eval": _lists(out[1]), "eval_rows": eval_rows, "counts": counts}
+        )
+    _tokenized[key] = out
+    return out
+
+
+def _lists(pairs: list[TokenizedPair]) -> list[list[list[int]]]:
+    return [[p.prompt_ids, p.chosen_ids, p.rejected_ids] for p in pairs]
+
+
+def _pairs(lists: list[list[list[int]]]) -> list[TokenizedPair]:
+    return [TokenizedPair(*triple) for triple in lists]
+
+
+def _save_json(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, separators=(",", ":")))
+    os.replace(tmp, path)  # atomic: a concurrent trial reads either nothing or the whole file
+
+
+def _weights_stamp(path: str) -> object:
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return path  # a hub id: its files live in the hub cache, which does not change under a sweep
+    return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir() if f.is_file())
+
+
+def load_model(
+    name_or_path: str,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    trainable: bool = True,
+    gradient_checkpointing: bool = False,
+) -> torch.nn.Module:
+    """``ablate.models.load_model``, from a pristine copy kept in this process when the model is small."""
+    key = (name_or_path, str(dtype), json.dumps(_weights_stamp(name_or_path), default=str))
+    if trust_remote_code or key in _too_big:  # a model's own code may not survive a deep copy
+        return models.load_model(
+            name_or_path, device, dtype, trust_remote_code, trainable, gradient_checkpointing
+        )
+    pristine = _models.get(key)
+    if pristine is None:
+        model = models.load_model(name_or_path, torch.device("cpu"), dtype, trainable=False)
+        if sum(p.numel() * p.element_size() for p in model.parameters()) > MODEL_CACHE_MAX_BYTES:
+            _too_big.add(key)
+            return _prepare(model.to(device), trainable, gradient_checkpointing)
+        _models.clear()  # one start point per worker is the common case; never hoard several
+        _models[key] = pristine = model
+    return _prepare(copy.deepcopy(pristine).to(device), trainable, gradient_checkpointing)
+
+
+def _prepare(model: torch.nn.Module, trainable: bool, gradient_checkpointing: bool) -> torch.nn.Module:
+    """The state ``ablate.models.load_model`` leaves a model in: trainable, or frozen in eval mode."""
+    model.requires_grad_(trainable)
+    model.train(trainable)
+    if trainable and gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return model

@@ -1,0 +1,36 @@
+"""``python -m bench [--quick] [--only NAME ...]``: the three benchmarks, each printing ratios measured
+side by side in one run (also runnable alone: ``python -m bench.trainer_vs_trl`` and so on).
+
+1. ``trainer_vs_trl``: ablate's trial trainer vs TRL's CPOTrainer (SimPO) and DPOTrainer.
+2. ``simpo_vs_dpo``: runtime and peak memory of the same trial under SimPO and DPO.
+3. ``sweep_overhead``: a sweep's wall time vs its ideal on local Ray, and each trial's start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from bench import simpo_vs_dpo, sweep_overhead, trainer_vs_trl
+
+BENCHMARKS = {
+    "trainer_vs_trl": lambda quick: trainer_vs_trl.run(quick),
+    "simpo_vs_dpo": lambda quick: simpo_vs_dpo.run(quick),
+    "sweep_overhead": lambda quick: sweep_overhead.run(quick),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run")
+    p.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
+    args = p.parse_args(argv)
+    for name in args.only or BENCHMARKS:
+        t0 = time.perf_counter()
+        BENCHMARKS[name](args.quick)
+        print(f"  ({name}: {time.perf_counter() - t0:.0f} s)\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
