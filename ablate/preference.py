@@ -27,7 +27,9 @@ def batch_maker(
     ``pairs`` (for precomputed reference log-probs). With ``share_prompt`` (see
     ``ablate.shared_prompt.usable``) a pair is one row, prompt + chosen + rejected; otherwise two,
     the chosen rows first, then the rejected ones."""
-    lengths = [shared_prompt.row_length(p) if share_prompt else p.length for p in pairs]
+    # Group by the pair's length whatever the layout, so the batches (and the training trajectory) are
+    # the same with or without a shared prompt, and the same as a multi-worker trial's.
+    lengths = [p.length for p in pairs]
     collate = shared_prompt.collate if share_prompt else data_mod.collate_pairs
 
     def make_batches(epoch: int) -> list[dict[str, torch.Tensor]]:

@@ -74,8 +74,12 @@ def test_sigkill_of_the_driver_then_resume(tmp_path, cache_dir, start):
         "search": "optuna",
         "num_samples": 3,
         "seeds": [0, 1],
-        "max_concurrent": 2,
-        "scheduler": {"type": "asha", "grace_period": 4},
+        # One trial at a time, each 192 steps: warm workers finish a short trial in well under a second,
+        # and the kill must land while trials are still to run (the grace period lets ASHA stop late only).
+        "max_concurrent": 1,
+        "data": {"task": {**SMALL["data"]["task"], "n_train": 512}},
+        "training": {**SMALL["training"], "epochs": 6},
+        "scheduler": {"type": "asha", "grace_period": 96},
         "evaluation": {**SMALL["evaluation"], "every_steps": 4},
     }
     path = tmp_path / "resume.yaml"
