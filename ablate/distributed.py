@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ablate import data as data_mod
-from ablate import dsconfig, losses, models
+from ablate import dsconfig, models, preference
 from ablate.evaluate import (
     PairLogps,
     generate,
@@ -41,7 +41,7 @@ from ablate.evaluate import (
     pair_logps,
     preference_metrics,
 )
-from ablate.train import Diverged, sequence_logps
+from ablate.train import Diverged
 from ablate.trial import (
     HELDOUT_FILE,
     Report,
@@ -286,21 +286,12 @@ def train_and_evaluate(cfg: dict, device: torch.device, out_dir: Path) -> tuple[
         lr_scheduler=scheduler_fn,
     )
 
+    preference_loss_fn = preference.loss_function(engine, method, hp, ref_model, ref_train)
+
     def loss_fn(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        logps, lens = sequence_logps(engine, batch)
-        b = logps.shape[0] // 2
-        ref_w = ref_l = None
-        if ref_model is not None:
-            with torch.no_grad():
-                ref_logps, _ = sequence_logps(ref_model, batch)
-            ref_w, ref_l = ref_logps[:b], ref_logps[b:]
-        elif ref_train is not None:
-            idx = batch["index"].cpu()
-            ref_w, ref_l = ref_train.chosen[idx].to(device), ref_train.rejected[idx].to(device)
-        per_pair, r_w, r_l = losses.preference_loss(
-            method, logps[:b], logps[b:], lens[:b], lens[b:], ref_w, ref_l, **hp
-        )
-        return per_pair.mean(), (r_w > r_l).float().mean()
+        # The single-process trial's loss (ablate.preference), with this worker's batch accuracy.
+        loss, stats = preference_loss_fn(batch)
+        return loss, torch.tensor(stats["train_reward_accuracy"])
 
     status, steps, tokens, history = train_steps(
         engine, scheduler, loss_fn, epoch_groups, tr["epochs"], total, tr["log_every"], train_pairs, pad, device
