@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -108,7 +108,11 @@ def leftover_pids(temp_dir: str) -> list[int]:
     return pids
 
 
-def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cache_dir, start):
+@contextmanager
+def two_node_cluster(tmp_path: Path):
+    """A Ray head on 127.0.0.2 and a second node on 127.0.0.3 (one CPU each, token auth with a
+    throwaway token, their own temp dir). Yields ``(address, env, node)``; on exit stops both nodes
+    and any process of theirs that outlives them, and checks that none is left."""
     temp_dir = tempfile.mkdtemp(
         prefix="ablate-ray-", dir="/tmp"
     )  # short: Ray's socket paths have a length limit
@@ -118,18 +122,6 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
     taken = {gcs_port}
     common = ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=100000000", "--disable-usage-stats",
               f"--temp-dir={temp_dir}"]  # fmt: skip
-    sweep = {
-        **SMALL,
-        "name": "multinode",
-        "storage": str(tmp_path / "shared" / "results"),  # one path every node can reach
-        "cache_dir": str(cache_dir),
-        "methods": [{"method": "simpo", "hparams": {"gamma": {"grid": [0.0, 1.0]}}}],
-        "seeds": [0, 1],
-        "resources": {"cpus": 1},  # one trial per node at a time: four trials must use both nodes
-    }
-    path = tmp_path / "multinode.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-
     with ExitStack() as stack:
         try:
             head = RayNode(
@@ -145,11 +137,7 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
             )  # fmt: skip
             stack.callback(node.stop)
             node.wait_started()
-
-            proc = subprocess.run(
-                [sys.executable, "-m", "ablate.run", str(path), "--address", f"{HEAD_IP}:{gcs_port}"],
-                capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
-            )  # fmt: skip
+            yield f"{HEAD_IP}:{gcs_port}", env, node
         finally:
             stack.close()
             deadline = time.time() + 10  # processes of this cluster that outlive the stop of their node
@@ -162,6 +150,26 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
                     pass
             shutil.rmtree(temp_dir, ignore_errors=True)
     assert not leftovers, leftovers
+
+
+def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cache_dir, start):
+    sweep = {
+        **SMALL,
+        "name": "multinode",
+        "storage": str(tmp_path / "shared" / "results"),  # one path every node can reach
+        "cache_dir": str(cache_dir),
+        "methods": [{"method": "simpo", "hparams": {"gamma": {"grid": [0.0, 1.0]}}}],
+        "seeds": [0, 1],
+        "resources": {"cpus": 1},  # one trial per node at a time: four trials must use both nodes
+    }
+    path = tmp_path / "multinode.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+
+    with two_node_cluster(tmp_path) as (address, env, _node):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ablate.run", str(path), "--address", address],
+            capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 trials finished, 0 errored" in proc.stdout
 

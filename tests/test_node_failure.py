@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import ExitStack
 
 import pytest
 import yaml
 
 from tests.conftest import REPO, SMALL
-from tests.test_multinode import HEAD_IP, NODE_IP, RayNode, free_port, leftover_pids, node_ports
+from tests.test_multinode import HEAD_IP, NODE_IP, two_node_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -40,14 +36,6 @@ def trial_rows(sweep_dir) -> dict[str, list[dict]]:
 
 
 def test_a_dead_node_s_trial_finishes_on_the_other_node_from_its_checkpoint(tmp_path, cache_dir, start):
-    temp_dir = tempfile.mkdtemp(prefix="ablate-ray-", dir="/tmp")
-    token = secrets.token_hex(16)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PYTHONPATH": str(REPO)}
-    gcs_port = free_port()
-    taken = {gcs_port}
-    common = ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=100000000", "--disable-usage-stats",
-              f"--temp-dir={temp_dir}"]  # fmt: skip
-    # 4 epochs of 3000 pairs: several seconds of training, so the node dies while its trial runs.
     steps_per_trial = 4 * -(-3000 // SMALL["training"]["batch_size"])
     sweep = {
         **SMALL,
@@ -64,54 +52,31 @@ def test_a_dead_node_s_trial_finishes_on_the_other_node_from_its_checkpoint(tmp_
     path.write_text(yaml.safe_dump(sweep))
     sweep_dir = tmp_path / "shared" / "results" / "nodefail"
 
-    with ExitStack() as stack:
-        try:
-            head = RayNode(
-                ["--head", f"--node-ip-address={HEAD_IP}", f"--port={gcs_port}", "--include-dashboard=false",
-                 *common, *node_ports(taken)],
-                env, tmp_path / "head.log", temp_dir,
-            )  # fmt: skip
-            stack.callback(head.stop)
-            head.wait_started()
-            node = RayNode(
-                [f"--address={HEAD_IP}:{gcs_port}", f"--node-ip-address={NODE_IP}", *common, *node_ports(taken)],
-                env, tmp_path / "node.log", temp_dir,
-            )  # fmt: skip
-            stack.callback(node.stop)
-            node.wait_started()
-
-            log = (tmp_path / "driver.log").open("w")
+    with two_node_cluster(tmp_path) as (address, env, node):
+        with (tmp_path / "driver.log").open("w") as log:
             driver = subprocess.Popen(
-                [sys.executable, "-m", "ablate.run", str(path), "--address", f"{HEAD_IP}:{gcs_port}"],
+                [sys.executable, "-m", "ablate.run", str(path), "--address", address],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
             )  # fmt: skip
-            stack.callback(lambda: driver.poll() is None and driver.kill())
-            # Wait until the trial on the second node has reported a checkpoint step, then kill that node.
-            deadline, victim = time.time() + 240, None
-            while time.time() < deadline and victim is None and driver.poll() is None:
-                for name, rows in trial_rows(sweep_dir).items():
-                    on_node = [r for r in rows if r.get("node_ip") == NODE_IP and r.get("step", 0) >= 10]
-                    if on_node and not any("status" in r for r in rows):
-                        victim = name
-                time.sleep(0.3)
-            assert victim, (
-                "no trial reported a checkpoint on the second node:\n"
-                + (tmp_path / "driver.log").read_text()[-3000:]
-            )
-            os.killpg(node.proc.pid, signal.SIGKILL)  # the node dies: raylet, workers and all
-            driver.wait(timeout=400)
-            log.close()
-        finally:
-            stack.close()
-            deadline = time.time() + 10
-            while (leftovers := leftover_pids(temp_dir)) and time.time() < deadline:
-                time.sleep(0.5)
-            for pid in leftovers:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            shutil.rmtree(temp_dir, ignore_errors=True)
+            try:
+                # Wait until the trial on the second node has reported a checkpoint step, then kill that node.
+                deadline, victim = time.time() + 240, None
+                while time.time() < deadline and victim is None and driver.poll() is None:
+                    for name, rows in trial_rows(sweep_dir).items():
+                        on_node = [r for r in rows if r.get("node_ip") == NODE_IP and r.get("step", 0) >= 10]
+                        if on_node and not any("status" in r for r in rows):
+                            victim = name
+                    time.sleep(0.3)
+                assert victim, (
+                    "no trial reported a checkpoint on the second node:\n"
+                    + (tmp_path / "driver.log").read_text()[-3000:]
+                )
+                os.killpg(node.proc.pid, signal.SIGKILL)  # the node dies: raylet, workers and all
+                driver.wait(timeout=400)
+            finally:
+                if driver.poll() is None:
+                    driver.kill()
+                    driver.wait()
     out = (tmp_path / "driver.log").read_text()
     assert driver.returncode == 0, out[-3000:]
     assert "2 trials finished, 0 errored" in out, out[-3000:]
