@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -20,39 +22,31 @@ STATE_FILE = "state.pt"
 FORMAT = 1
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a kill at any moment leaves the old file or the new one.
-
-    The bytes go to a temporary file in the same directory, are flushed to disk, and the file is
-    renamed over ``path`` (``os.replace`` is atomic on POSIX within one file system)."""
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Run ``write`` on a temporary file beside ``path``, flush it to disk, rename it over ``path``
+    (``os.replace`` is atomic on POSIX within one file system): a kill leaves the old file or the new."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a kill at any moment leaves the old file or the new one."""
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_torch_save(obj: object, path: str | Path) -> None:
     """``torch.save`` with the same old-or-new guarantee as ``atomic_write_bytes``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save(

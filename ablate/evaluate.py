@@ -48,10 +48,10 @@ def pair_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, 
     return PairLogps(logps[0], logps[1], lengths[0], lengths[1])
 
 
-def preference_metrics(
+def implicit_rewards(
     method: str, hparams: dict, policy: PairLogps, ref: PairLogps | None
-) -> dict[str, float]:
-    """Reward accuracy/margin under the method's own implicit reward, and likelihood statistics."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The method's implicit rewards of the held-out chosen and rejected responses."""
     _, r_w, r_l = losses.preference_loss(
         method,
         policy.chosen,
@@ -62,6 +62,14 @@ def preference_metrics(
         ref_rejected_logps=None if ref is None else ref.rejected,
         **hparams,
     )
+    return r_w, r_l
+
+
+def preference_metrics(
+    method: str, hparams: dict, policy: PairLogps, ref: PairLogps | None
+) -> dict[str, float]:
+    """Reward accuracy/margin under the method's own implicit reward, and likelihood statistics."""
+    r_w, r_l = implicit_rewards(method, hparams, policy, ref)
     avg_w = policy.chosen / policy.chosen_len.clamp(min=1)
     avg_l = policy.rejected / policy.rejected_len.clamp(min=1)
     avg = torch.cat([avg_w, avg_l])
@@ -148,16 +156,7 @@ def heldout_records(
     ``pairs``: per held-out pair, the average log-likelihoods, lengths and implicit rewards of chosen
     and rejected. ``generations`` (prompts, texts, token counts, SFT baseline texts): per prompt, the
     generation's length and, on the built-in task, its and the SFT answer's oracle rewards."""
-    _, r_w, r_l = losses.preference_loss(
-        method,
-        policy.chosen,
-        policy.rejected,
-        policy.chosen_len,
-        policy.rejected_len,
-        ref_chosen_logps=None if ref is None else ref.chosen,
-        ref_rejected_logps=None if ref is None else ref.rejected,
-        **hparams,
-    )
+    r_w, r_l = implicit_rewards(method, hparams, policy, ref)
 
     def rounded(t: torch.Tensor) -> list[float]:
         return [round(float(v), 5) for v in t.tolist()]
