@@ -202,7 +202,7 @@ def reference_logps(cfg, start, pairs, split, dtype, device, ds_config, pad) -> 
     """Precomputed reference log-probs of a split: from the shared cache, or computed sharded and cached by rank 0."""
     import torch.distributed as dist
 
-    path = reference_cache_path(cfg, start, split)
+    path = reference_cache_path(cfg, start, split, dtype)
     if not path.is_file():
         ref = load_reference(start, dtype, cfg["model"], device, ds_config)
         out = sharded_pair_logps(ref, pairs, cfg["evaluation"]["batch_size"], pad, device)
@@ -289,8 +289,10 @@ def train_and_evaluate(cfg: dict, device: torch.device, out_dir: Path) -> tuple[
     preference_loss_fn = preference.loss_function(engine, method, hp, ref_model, ref_train)
 
     def loss_fn(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        # The single-process trial's loss (ablate.preference), with this worker's batch accuracy.
-        loss, stats = preference_loss_fn(batch)
+        # The single-process trial's loss (ablate.preference), with this worker's batch accuracy;
+        # DeepSpeed casts the model itself, the context only picks the GPU's attention kernels.
+        with models.compute_context(device, torch.float32):
+            loss, stats = preference_loss_fn(batch)
         return loss, torch.tensor(stats["train_reward_accuracy"])
 
     status, steps, tokens, history = train_steps(
@@ -313,9 +315,10 @@ def train_and_evaluate(cfg: dict, device: torch.device, out_dir: Path) -> tuple[
         metrics["diverged_at_step"] = steps + 1
     else:
         records: dict = {}
-        metrics.update(evaluate(
-            cfg, engine.module, ref_model, tokenizer, eval_pairs, eval_rows, dtype, device, ds_config, records
-        ))  # fmt: skip
+        with models.compute_context(device, torch.float32):
+            metrics.update(evaluate(
+                cfg, engine.module, ref_model, tokenizer, eval_pairs, eval_rows, dtype, device, ds_config, records
+            ))  # fmt: skip
         metrics["heldout"] = records  # written to heldout.json by the trial's driver
         metrics["tokens_per_s"] = _all_reduce([tokens], device)[0] / max(runtime, 1e-9)
         if cfg["deepspeed"]["save_model"]:

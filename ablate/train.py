@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from ablate.data import IGNORE_INDEX
+from ablate.models import compute_context
 
 LossFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -133,6 +134,7 @@ def train(
     optimizer_state: dict | None = None,
     before_step: Callable[[int], None] | None = None,
     on_step: Callable[[int], None] | None = None,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> TrainResult:
     """Train ``model`` in place. ``make_batches(epoch)`` gives that epoch's micro-batches.
 
@@ -140,9 +142,13 @@ def train(
     scheduler state (for checkpoints); ``start_step``/``optimizer_state`` resume from one.
     ``before_step(step)`` runs before each step (the fault-injection hook of ``ablate.faults``).
     ``on_step(step)`` runs after every optimizer step (cheap hooks only: timing, progress).
+    ``compute_dtype`` bf16/fp16: forward and backward under autocast, the weights and AdamW stay in
+    their own (float32) dtype; fp16 adds loss scaling.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = adamw(params, settings.learning_rate, settings.weight_decay)
+    device = params[0].device
+    amp = Precision(device, compute_dtype)
     first_epoch = make_batches(0)
     per_epoch = math.ceil(len(first_epoch) / settings.grad_accum)
     total = per_epoch * settings.epochs
@@ -164,7 +170,7 @@ def train(
             if before_step is not None:
                 before_step(step)
             try:
-                stats = _step(model, group, loss_fn, optimizer, scheduler, params, settings.max_grad_norm)
+                stats = _step(group, loss_fn, optimizer, scheduler, params, settings.max_grad_norm, amp)
             except Diverged as e:
                 e.step = step
                 e.metrics = _average(window) if window else None
@@ -194,19 +200,33 @@ def _average(window: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(s[k] for s in window) / len(window) for k in window[0]}
 
 
-def _step(model, group, loss_fn, optimizer, scheduler, params, max_grad_norm) -> dict[str, float]:
+class Precision:
+    """Where the forward runs (``ablate.models.compute_context``) and, for fp16 only, dynamic loss scaling."""
+
+    def __init__(self, device: torch.device, compute: torch.dtype):
+        self.device, self.compute = device, compute
+        self.scaler = torch.amp.GradScaler(device.type, enabled=compute == torch.float16)
+
+    def context(self):
+        return compute_context(self.device, self.compute)
+
+
+def _step(group, loss_fn, optimizer, scheduler, params, max_grad_norm, amp: Precision) -> dict[str, float]:
     """One optimizer step over a group of accumulated micro-batches."""
     totals: dict[str, float] = {}
     for batch in group:
-        loss, stats = loss_fn(batch)
+        with amp.context():
+            loss, stats = loss_fn(batch)
         if not torch.isfinite(loss):
             raise Diverged(f"loss became {loss.item()}")
-        (loss / len(group)).backward()
+        amp.scaler.scale(loss / len(group)).backward()
         for k, v in stats.items():
             totals[k] = totals.get(k, 0.0) + v / len(group)
+    amp.scaler.unscale_(optimizer)  # clip the true gradients (a no-op without fp16 scaling)
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
+    amp.scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
+    amp.scaler.update()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return totals

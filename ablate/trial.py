@@ -6,6 +6,7 @@ and the state to resume from (``ablate.checkpoint``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -77,19 +78,22 @@ def tokenized_splits(cfg: dict, tokenizer, counts: dict | None = None) -> tuple[
     return train, held_out, rows
 
 
-def reference_cache_path(cfg: dict, start: str, name: str) -> Path:
-    """Where the reference log-probs of a data split are cached (shared with multi-worker trials)."""
-    key = cache_key({"start": start, "data": cfg["data"], "split": name})
+def reference_cache_path(cfg: dict, start: str, name: str, dtype: torch.dtype) -> Path:
+    """Where the reference log-probs of a data split are cached (shared with multi-worker trials);
+    ``dtype``, the one they were computed in, is part of the key (bf16 numbers differ from float32)."""
+    key = cache_key({"start": start, "data": cfg["data"], "split": name, "dtype": str(dtype)})
     return Path(cfg["cache_dir"]).expanduser() / "reference" / f"{key}.pt"
 
 
-def precomputed_reference(cfg: dict, start: str, pairs: list, name: str, device, pad_id: int) -> PairLogps:
+def precomputed_reference(
+    cfg: dict, start: str, pairs: list, name: str, device, pad_id: int, dtype: torch.dtype = torch.float32
+) -> PairLogps:
     """Reference log-probs of a data split, computed once and cached on disk for the sweep's other trials."""
-    path = reference_cache_path(cfg, start, name)
+    path = reference_cache_path(cfg, start, name, dtype)
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return PairLogps(**saved)
-    ref = warm.load_model(start, device, trainable=False)
+    ref = warm.load_model(start, device, dtype, cfg["model"]["trust_remote_code"], trainable=False)
     out = pair_logps(ref, pairs, cfg["evaluation"]["batch_size"], pad_id, device)
     del ref
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,9 +124,14 @@ def run_trial(
     seed_everything(cfg["seed"])
     start = cfg["start"]["path"]
     m = cfg["model"]
+    # ``dtype`` is what the forward passes compute in; the policy's weights stay in ``master_dtype``
+    # (float32 under bf16/fp16, mixed precision), frozen reference models are stored in ``dtype``.
     dtype = models.pick_dtype(m["dtype"], device)
+    amp = functools.partial(models.compute_context, device, dtype)
     tokenizer = models.load_tokenizer(start, m["trust_remote_code"])
-    policy = warm.load_model(start, device, dtype, m["trust_remote_code"], True, m["gradient_checkpointing"])
+    policy = warm.load_model(
+        start, device, models.master_dtype(dtype), m["trust_remote_code"], True, m["gradient_checkpointing"]
+    )
     counts = dict.fromkeys(data_mod.SKIP_COUNTS, 0)
     train_pairs, eval_pairs, eval_rows = tokenized_splits(cfg, tokenizer, counts)
     pad = tokenizer.pad_token_id
@@ -133,7 +142,7 @@ def run_trial(
     if cfg["reference"] == "online":
         ref_model = warm.load_model(start, device, dtype, m["trust_remote_code"], trainable=False)
     elif cfg["reference"] == "precomputed":
-        ref_train = precomputed_reference(cfg, start, train_pairs, "train", device, pad)
+        ref_train = precomputed_reference(cfg, start, train_pairs, "train", device, pad, dtype)
 
     make_batches = preference.batch_maker(
         train_pairs, pad, tr["batch_size"], cfg["seed"], tr["group_by_length"], device,
@@ -173,7 +182,8 @@ def run_trial(
         held_out = {}
         if every and next_eval[0] <= step < last_step:  # periodic held-out metrics, for early stopping
             next_eval[0] = (step // every + 1) * every
-            held_out = held_out_preference(cfg, policy, ref_model, eval_pairs, start, device, pad)
+            with amp():
+                held_out = held_out_preference(cfg, policy, ref_model, eval_pairs, start, device, pad, dtype)
         row = {"step": step, **logged, **held_out}
         if checkpoint_every and step % checkpoint_every == 0:
             elapsed = prior_runtime + time.perf_counter() - t_train
@@ -201,7 +211,16 @@ def run_trial(
     status, extra = "finished", {}
     try:
         result = train(
-            policy, make_batches, loss_fn, settings, on_log, start_step, optimizer_state, before_step, on_step
+            policy,
+            make_batches,
+            loss_fn,
+            settings,
+            on_log,
+            start_step,
+            optimizer_state,
+            before_step,
+            on_step,
+            compute_dtype=dtype,
         )
         steps, tokens = result.steps, result.tokens
     except Diverged as e:
@@ -223,9 +242,12 @@ def run_trial(
         metrics["resumed_from_step"] = start_step
     if status == "finished":
         records: dict = {}
-        metrics.update(
-            evaluate_policy(cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device, records)
-        )
+        with amp():
+            metrics.update(
+                evaluate_policy(
+                    cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device, records, dtype
+                )
+            )
         if save_artifact is not None:
             save_artifact(HELDOUT_FILE, json.dumps(records).encode())
         metrics["tokens_per_s"] = tokens / max(runtime, 1e-9)  # of this attempt
@@ -241,7 +263,9 @@ def run_trial(
     return metrics
 
 
-def held_out_preference(cfg, policy, ref_model, eval_pairs, start, device, pad) -> dict[str, float]:
+def held_out_preference(
+    cfg, policy, ref_model, eval_pairs, start, device, pad, dtype=torch.float32
+) -> dict[str, float]:
     """Reward accuracy and margin on the held-out pairs, without generation: cheap enough to report
     during training (``evaluation.every_steps``) for an early-stopping scheduler."""
     pol = pair_logps(policy, eval_pairs, cfg["evaluation"]["batch_size"], pad, device)
@@ -249,13 +273,22 @@ def held_out_preference(cfg, policy, ref_model, eval_pairs, start, device, pad) 
     if ref_model is not None:
         ref = pair_logps(ref_model, eval_pairs, cfg["evaluation"]["batch_size"], pad, device)
     elif cfg["reference"] == "precomputed":
-        ref = precomputed_reference(cfg, start, eval_pairs, "eval", device, pad)
+        ref = precomputed_reference(cfg, start, eval_pairs, "eval", device, pad, dtype)
     m = preference_metrics(cfg["method"], cfg["hparams"], pol, ref)
     return {"reward_accuracy": m["reward_accuracy"], "reward_margin": m["reward_margin"]}
 
 
 def evaluate_policy(
-    cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device, records: dict | None = None
+    cfg,
+    policy,
+    ref_model,
+    tokenizer,
+    eval_pairs,
+    eval_rows,
+    start,
+    device,
+    records: dict | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, float]:
     """Held-out metrics; ``records``, when given, is filled with the per-response data (``heldout_records``)."""
     ev = cfg["evaluation"]
@@ -265,7 +298,7 @@ def evaluate_policy(
     if ref_model is not None:
         ref = pair_logps(ref_model, eval_pairs, ev["batch_size"], pad, device)
     elif cfg["reference"] == "precomputed":
-        ref = precomputed_reference(cfg, start, eval_pairs, "eval", device, pad)
+        ref = precomputed_reference(cfg, start, eval_pairs, "eval", device, pad, dtype)
     metrics = preference_metrics(cfg["method"], cfg["hparams"], pol, ref)
     generations = None
     if ev["generate"]:

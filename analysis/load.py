@@ -90,7 +90,9 @@ def read_json_lines(path: Path) -> tuple[list[dict], int]:
 def experiment_state(sweep_dir: Path) -> dict[str, dict]:
     """Ray's view of each trial from the newest ``experiment_state-*.json``: directory name →
     ``{"status", "num_failures", "config"}``. Empty if there is none or it cannot be parsed."""
-    files = sorted(sweep_dir.glob("experiment_state-*.json"), key=lambda p: (p.stat().st_mtime, p.name))
+    # Newest by the timestamp in the name, as Ray picks it: a resumed sweep's storage sync rewrites
+    # the older files too, so their modification times say nothing.
+    files = sorted(sweep_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
     if not files:
         return {}
     try:

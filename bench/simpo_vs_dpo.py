@@ -11,7 +11,10 @@ time. Each trial runs in a fresh process with an empty data/reference cache; rep
 interleave the methods; medians are compared. The SimPO paper reports about 0.8x runtime and 0.9x
 memory against DPO on 8 H100 GPUs.
 
-    python -m bench.simpo_vs_dpo [--quick] [--reps N]
+On a GPU, ``--scale gpu`` runs the comparison on a ~1B-parameter model with pairs of up to 900
+tokens, given as a local model directory and a local data file (``bench/gpu_scale.py``).
+
+    python -m bench.simpo_vs_dpo [--quick] [--reps N] [--scale tiny|gpu]
 """
 
 from __future__ import annotations
@@ -39,12 +42,19 @@ METHODS = {
 }
 
 
-def trial_configs(quick: bool, cache_dir: str) -> dict[str, dict]:
+def trial_configs(quick: bool, cache_dir: str, scale: str = "tiny") -> dict[str, dict]:
     import yaml
 
     from ablate import spec as spec_mod
     from ablate import startpoint
 
+    if scale == "gpu":
+        from bench import gpu_scale
+
+        spec = spec_mod.SweepSpec.model_validate(
+            gpu_scale.sweep(Path(cache_dir) / "gpu-scale", quick, list(METHODS.values()))
+        )
+        return _configs(spec, startpoint)
     main = yaml.safe_load((REPO / "sweeps" / "gamma.yaml").read_text())
     data, training, evaluation = main.get("data", {}), main.get("training", {}), main.get("evaluation", {})
     if quick:
@@ -64,6 +74,12 @@ def trial_configs(quick: bool, cache_dir: str) -> dict[str, dict]:
             "evaluation": evaluation,
         }
     )
+    return _configs(spec, startpoint)
+
+
+def _configs(spec, startpoint) -> dict[str, dict]:
+    from ablate import spec as spec_mod
+
     start = startpoint.prepare(
         spec.model.model_dump(),
         spec.data.model_dump(),
@@ -94,9 +110,12 @@ def one_process(config_path: str) -> dict:
     return {
         "runtime_s": metrics["runtime_s"],
         "peak_memory_mb": metrics["peak_memory_mb"],
-        "peak_growth_mb": metrics["peak_memory_mb"] - rss_before,
+        # a GPU's peak is the trial's own already (CUDA's counter is reset at its start, when nothing
+        # is allocated); a process's resident memory carries Python, torch and transformers
+        "peak_growth_mb": metrics["peak_memory_mb"] - (0.0 if _device() != "cpu" else rss_before),
         "trial_cpu_s": cpu,
         "steps": metrics["steps"],
+        "tokens_per_s": metrics["tokens_per_s"],
         "device": _device(),
     }
 
@@ -116,11 +135,11 @@ def _spawn(config_path: str) -> dict:
     return json.loads(lines[-1][len(RESULT) :])
 
 
-def run(quick: bool = False, reps: int | None = None, log=print) -> dict:
+def run(quick: bool = False, reps: int | None = None, log=print, scale: str = "tiny") -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     reps = reps or (1 if quick else 3)
-    configs = trial_configs(quick, str(REPO / ".cache" / "bench"))
+    configs = trial_configs(quick, str(REPO / ".cache" / "bench"), scale)
     runs: dict[str, list[dict]] = {name: [] for name in METHODS}
     with tempfile.TemporaryDirectory(prefix="bench-simpo-dpo-") as tmp:
         paths = {}
@@ -135,10 +154,16 @@ def run(quick: bool = False, reps: int | None = None, log=print) -> dict:
     table = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in runs.items()}
     device = runs["SimPO"][0]["device"]
     steps = runs["SimPO"][0]["steps"]
+    if scale == "gpu":
+        from bench import gpu_scale
+
+        precision = "float32 on CPU" if device == "cpu" else "bf16 compute, float32 master weights"
+        what = f"{gpu_scale.describe(quick)}, batch 8, {precision}"
+    else:
+        what = f"settings of sweeps/gamma.yaml, model {MODEL['num_hidden_layers']} layers x {MODEL['hidden_size']}"
     log(
-        f"Benchmark 2: SimPO vs DPO, the same trial ({steps} steps, settings of sweeps/gamma.yaml, model "
-        f"{MODEL['num_hidden_layers']} layers x {MODEL['hidden_size']}), device: "
-        f"{device}, 1 thread; median of {reps} fresh process(es) per cell, interleaved"
+        f"Benchmark 2: SimPO vs DPO, the same trial ({steps} steps, {what}), device: "
+        f"{device}; median of {reps} fresh process(es) per cell, interleaved"
     )
     if device == "cpu":
         log("  (no GPU was lent to this run: CPU figures only; the paper's are 8xH100)")
@@ -157,6 +182,11 @@ def run(quick: bool = False, reps: int | None = None, log=print) -> dict:
             f"{r['peak_memory_mb']:>12.2f}x{r['peak_growth_mb']:>12.2f}x"
         )
     log("  paper (SimPO / DPO, 8xH100): runtime ~0.80x, peak GPU memory ~0.90x")
+    tps = {name: statistics.median(r["tokens_per_s"] for r in rs) for name, rs in runs.items()}
+    log(
+        "  training throughput (tokens/s, padding excluded): "
+        + ", ".join(f"{n} {v:,.0f}" for n, v in tps.items())
+    )
     return {"device": device, "reps": reps, "table": table, "ratios": ratios}
 
 
@@ -164,12 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.simpo_vs_dpo", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a short trial, one repetition (a smoke run)")
     p.add_argument("--reps", type=int, help="interleaved repetitions (default 3)")
+    p.add_argument(
+        "--scale", choices=["tiny", "gpu"], default="tiny",
+        help="tiny: the built-in model on the built-in task (default); gpu: a ~1B model and long pairs",
+    )  # fmt: skip
     p.add_argument("--one", metavar="CONFIG", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         print(RESULT + json.dumps(one_process(args.one)), flush=True)
         return 0
-    run(args.quick, args.reps)
+    run(args.quick, args.reps, scale=args.scale)
     return 0
 
 

@@ -76,15 +76,17 @@ def write_trial(
     return d
 
 
-def write_experiment_state(sweep_dir: Path, statuses: dict[str, str]) -> None:
+def write_experiment_state(
+    sweep_dir: Path, statuses: dict[str, str], stamp: str = "2026-01-01_00-00-00"
+) -> Path:
     """Ray's experiment state with the given status per trial directory name."""
     trial_data = [
         [json.dumps({"status": s, "relative_logdir": name, "trial_id": name, "config": {}}), json.dumps({"num_failures": 0})]
         for name, s in statuses.items()
     ]  # fmt: skip
-    (sweep_dir / "experiment_state-2026-01-01_00-00-00.json").write_text(
-        json.dumps({"trial_data": trial_data})
-    )
+    path = sweep_dir / f"experiment_state-{stamp}.json"
+    path.write_text(json.dumps({"trial_data": trial_data}))
+    return path
 
 
 def metrics(acc: float, win: float, length: float, runtime: float, memory: float, **more) -> dict:

@@ -116,6 +116,23 @@ def test_settings_and_seeds_are_matched_by_config_across_sweeps(tmp_path):
     assert config_key(cfg(0)) != config_key({**cfg(0), "start": {"path": "/c/sft-other"}})
 
 
+def test_the_newest_experiment_state_is_the_newest_by_name(tmp_path):
+    # A resumed sweep: the first run's state file knows one trial; the resumed run's knows both.
+    # Ray's storage sync rewrites both at the end, so the older one can carry the later mtime.
+    import os
+
+    sweep = tmp_path / "resumed"
+    for i in (0, 1):
+        write_trial(sweep, f"00{i}-stopped", trial_config("SimPO", "simpo", {"gamma": 0.5}, i), None)
+    new = write_experiment_state(
+        sweep, {"000-stopped": "TERMINATED", "001-stopped": "TERMINATED"}, "2026-01-01_00-00-57"
+    )
+    old = write_experiment_state(sweep, {"000-stopped": "RUNNING"}, "2026-01-01_00-00-30")
+    os.utime(old, (new.stat().st_mtime + 1, new.stat().st_mtime + 1))
+    status = load_trials([sweep]).set_index("trial")["status"]
+    assert list(status) == ["stopped early", "stopped early"]
+
+
 def test_every_status_is_counted_with_its_message(tmp_path):
     sweep = paper_like_sweep(tmp_path)
     write_trial(sweep, "900-broken", None, None)  # unreadable params.json
