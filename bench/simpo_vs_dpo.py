@@ -46,7 +46,6 @@ def trial_configs(quick: bool, cache_dir: str, scale: str = "tiny") -> dict[str,
     import yaml
 
     from ablate import spec as spec_mod
-    from ablate import startpoint
 
     if scale == "gpu":
         from bench import gpu_scale
@@ -54,7 +53,7 @@ def trial_configs(quick: bool, cache_dir: str, scale: str = "tiny") -> dict[str,
         spec = spec_mod.SweepSpec.model_validate(
             gpu_scale.sweep(Path(cache_dir) / "gpu-scale", quick, list(METHODS.values()))
         )
-        return _configs(spec, startpoint)
+        return _configs(spec)
     main = yaml.safe_load((REPO / "sweeps" / "gamma.yaml").read_text())
     data, training, evaluation = main.get("data", {}), main.get("training", {}), main.get("evaluation", {})
     if quick:
@@ -74,11 +73,13 @@ def trial_configs(quick: bool, cache_dir: str, scale: str = "tiny") -> dict[str,
             "evaluation": evaluation,
         }
     )
-    return _configs(spec, startpoint)
+    return _configs(spec)
 
 
-def _configs(spec, startpoint) -> dict[str, dict]:
+def _configs(spec) -> dict[str, dict]:
+    """One trial config per method of ``METHODS``, from its start point (trained once, cached)."""
     from ablate import spec as spec_mod
+    from ablate import startpoint
 
     start = startpoint.prepare(
         spec.model.model_dump(),
