@@ -48,7 +48,8 @@ def pick_device() -> torch.device:
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on a GPU that supports it, float32 on CPU (bf16 is slower there)."""
+    """The dtype a trial computes in (``master_dtype`` gives the one its trained weights are kept in).
+    ``auto``: bf16 on a GPU that supports it, float32 on CPU (bf16 is slower there)."""
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16

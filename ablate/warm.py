@@ -131,7 +131,10 @@ def load_model(
         if sum(p.numel() * p.element_size() for p in model.parameters()) > MODEL_CACHE_MAX_BYTES:
             _too_big.add(key)
             return _prepare(model.to(device), trainable, gradient_checkpointing)
-        _models.clear()  # one start point per worker is the common case; never hoard several
+        # One start point per worker is the common case; never hoard several. Its copies in other
+        # dtypes stay: under bf16 a DPO trial loads a float32 policy and a bf16 reference.
+        for other in [k for k in _models if k[::2] != key[::2]]:
+            del _models[other]
         _models[key] = pristine = model
     return _prepare(copy.deepcopy(pristine).to(device), trainable, gradient_checkpointing)
 

@@ -3,6 +3,7 @@ kernel for right-padded batches, length-sorted reference batches, and the per-wo
 
 import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -160,3 +161,15 @@ def test_trial_reports_its_start_up(small_spec, start):
     final = run_trial(make_trial(small_spec, start, "simpo"), lambda _: None)
     assert 0 < final["first_step_s"] < final["trial_s"]
     assert final["first_step_at"] > final["process_started_at"] > 1e9 and final["process_id"] > 0
+
+
+def test_worker_cache_keeps_one_start_point_in_each_dtype(start, tmp_path):
+    # bf16 DPO loads a float32 policy and a bf16 reference from the same start point: both stay cached.
+    warm._models.clear()
+    warm.load_model(start["path"], torch.device("cpu"), torch.float32)
+    warm.load_model(start["path"], torch.device("cpu"), torch.bfloat16, trainable=False)
+    assert sorted(k[1] for k in warm._models) == ["torch.bfloat16", "torch.float32"]
+    other = tmp_path / "other-start"
+    shutil.copytree(start["path"], other)
+    warm.load_model(str(other), torch.device("cpu"))  # another start point replaces them
+    assert [k[0] for k in warm._models] == [str(other)]
