@@ -22,8 +22,8 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, 'transform
 t0=$SECONDS
 timeout 300 $PY -m bench.simpo_vs_dpo --scale gpu --reps 2 $QUICK 2>&1 | grep -v "Loading weights\|Writing model" | tee "$OUT/bench2_gpu_scale.txt"
 echo "(benchmark 2, GPU scale: $((SECONDS - t0)) s)"; t0=$SECONDS
-timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_precision.py tests/test_trial.py tests/test_fast_paths.py \
-  tests/test_losses.py 2>&1 | tee "$OUT/tests_gpu.txt" | tail -12
+timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_precision.py tests/test_trial.py \
+  tests/test_fast_paths.py tests/test_losses.py 2>&1 | tee "$OUT/tests_gpu.txt" | tail -12
 echo "(tests: $((SECONDS - t0)) s)"; t0=$SECONDS
 timeout 120 $PY -m bench.simpo_vs_dpo --reps 1 $QUICK 2>&1 | grep -v "Loading weights\|Writing model" | tee "$OUT/bench2_tiny.txt"
 echo "(benchmark 2, built-in scale: $((SECONDS - t0)) s)"
