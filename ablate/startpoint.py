@@ -134,3 +134,15 @@ def prepare(model: dict, data: dict, sft: dict, evaluation: dict, cache_dir: str
         baseline_generations(target, data, evaluation) if evaluation["generate"] and has_oracle else None
     )
     return {"path": str(target), "baseline": str(baseline) if baseline else None}
+
+
+def prepare_sweep(spec, log=print) -> dict:
+    """``prepare`` for a validated sweep (``ablate.spec.SweepSpec``) and its own data section."""
+    return prepare(
+        spec.model.model_dump(),
+        spec.data.model_dump(),
+        spec.sft.model_dump(),
+        spec.evaluation.model_dump(),
+        spec.cache_dir,
+        log=log,
+    )

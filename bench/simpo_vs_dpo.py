@@ -81,14 +81,7 @@ def _configs(spec) -> dict[str, dict]:
     from ablate import spec as spec_mod
     from ablate import startpoint
 
-    start = startpoint.prepare(
-        spec.model.model_dump(),
-        spec.data.model_dump(),
-        spec.sft.model_dump(),
-        spec.evaluation.model_dump(),
-        spec.cache_dir,
-        log=lambda *_: None,
-    )
+    start = startpoint.prepare_sweep(spec, log=lambda *_: None)
     configs = {}
     for name, trial in zip(METHODS, spec_mod.expand(spec), strict=True):
         configs[name] = {**trial, "start": start}

@@ -179,14 +179,7 @@ def run(quick: bool = False, log=print) -> dict:
     cache_dir = str(REPO / ".cache" / "bench")
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as storage:
         spec = sweep_spec(quick, cache_dir, storage)
-        start = startpoint.prepare(
-            spec.model.model_dump(),
-            spec.data.model_dump(),
-            spec.sft.model_dump(),
-            spec.evaluation.model_dump(),
-            spec.cache_dir,
-            log=lambda *_: None,
-        )
+        start = startpoint.prepare_sweep(spec, log=lambda *_: None)
         results = [run_sweep(spec, start, reuse) for reuse in (True, False)]
 
     log(

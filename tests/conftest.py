@@ -37,15 +37,7 @@ def small_spec(cache_dir) -> spec_mod.SweepSpec:
 
 @pytest.fixture(scope="session")
 def start(small_spec) -> dict:
-    s = small_spec
-    return startpoint.prepare(
-        s.model.model_dump(),
-        s.data.model_dump(),
-        s.sft.model_dump(),
-        s.evaluation.model_dump(),
-        s.cache_dir,
-        log=lambda *_: None,
-    )
+    return startpoint.prepare_sweep(small_spec, log=lambda *_: None)
 
 
 def make_trial(small_spec, start, method: str, hparams: dict | None = None, **overrides) -> dict:

@@ -71,10 +71,7 @@ def single_worker_trial(sw: dict, method_index: int) -> tuple[list[float], dict]
     one["training"] = {**sw["training"], "batch_size": GLOBAL_BATCH}
     spec = spec_mod.SweepSpec.model_validate(one)
     trial = spec_mod.expand(spec)[method_index]
-    trial["start"] = startpoint.prepare(
-        spec.model.model_dump(), spec.data.model_dump(), spec.sft.model_dump(), spec.evaluation.model_dump(),
-        spec.cache_dir, log=lambda *_: None,
-    )  # fmt: skip
+    trial["start"] = startpoint.prepare_sweep(spec, log=lambda *_: None)
     trial["cache_dir"] = spec.cache_dir
     reports: list[dict] = []
     final = run_trial(trial, reports.append)
