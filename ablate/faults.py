@@ -7,7 +7,10 @@ separated by ``;``. ``index`` is the trial's index in the expanded sweep (``--dr
 
 - ``raise``: the trial raises ``InjectedFault`` (an ordinary Python exception);
 - ``nan`` / ``inf``: that step's loss becomes NaN / +inf (the trial diverges);
-- ``kill``: the trial's worker process sends itself SIGKILL (as the OOM killer would).
+- ``kill``: the trial's worker process sends itself SIGKILL (as the OOM killer would);
+- ``hang``: the trial blocks before that step until its process is killed (as a deadlocked
+  collective would); tests use it to hold a sweep mid-trial for as long as they need, instead of
+  racing a trial to its end.
 
 A fault fires only in an attempt that started from step 0: a trial retried from a checkpoint taken
 before the fault's step does not meet it again (a transient fault), while one retried from scratch
@@ -18,10 +21,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from dataclasses import dataclass
 
 ENV = "ABLATE_FAULT"
-KINDS = ("raise", "nan", "inf", "kill")
+KINDS = ("raise", "nan", "inf", "kill", "hang")
 
 
 class InjectedFault(RuntimeError):
@@ -65,3 +69,5 @@ def fire(kind: str, step: int) -> None:
         raise InjectedFault(f"injected fault at step {step}")
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "hang":
+        threading.Event().wait()  # never set: blocks until the process is killed

@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         args.resume,
         searcher=searcher,
         scheduler=tune.make_scheduler(spec),
+        reuse_actors=spec.reuse_workers,
     )
     summarize(outcome, spec.metric, spec.mode)
     print(f"Wall time: {time.time() - t0:.1f}s")

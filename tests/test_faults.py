@@ -78,6 +78,7 @@ def test_fault_spec_parses_and_refuses_typos():
     assert faults.for_trial(0, 0, env) == {5: "kill"}
     assert faults.for_trial(0, 4, env) == {}  # an attempt resumed from a checkpoint does not meet it again
     assert faults.for_trial(1, 0, env) == {}
+    assert faults.parse("index=2,step=3,kind=hang") == [faults.Fault(2, 3, "hang")]
 
 
 # --- divergence without Ray (exact values) -----------------------------------------------------
@@ -208,15 +209,28 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, cache
     )  # fmt: skip
     sweep_dir = tmp_path / "results" / "resume"
     log = (tmp_path / "driver.log").open("w")
+    # B hangs before step 6 (after its checkpoint at step 4) until the test kills the driver: the kill
+    # lands mid-sweep by construction, however fast or slow the machine. The resumed run has no fault.
     driver = subprocess.Popen(
         [sys.executable, "-m", "ablate.run", str(path)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-        env=cli_env(), start_new_session=True,
+        env=cli_env(ABLATE_FAULT="index=1,step=6,kind=hang"), start_new_session=True,
     )  # fmt: skip
     t0 = time.time()
     ours = [psutil.Process(driver.pid)]
+
+    def b_reached_its_hang() -> bool:  # B reported its checkpoint at step 4
+        for f in sweep_dir.glob("001-*/result.json"):
+            for line in f.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step") == 4:
+                        return True
+                except json.JSONDecodeError:  # a line being appended
+                    continue
+        return False
+
     try:
         deadline = time.time() + 180
-        while not list(sweep_dir.glob("000-*/final.json")):  # trial A has finished and reported
+        while not (list(sweep_dir.glob("000-*/final.json")) and b_reached_its_hang()):
             assert driver.poll() is None and time.time() < deadline, (tmp_path / "driver.log").read_text()
             ours += [p for p in ours[0].children(recursive=True) if p not in ours]
             time.sleep(0.1)

@@ -108,6 +108,26 @@ def leftover_pids(temp_dir: str) -> list[int]:
     return pids
 
 
+WAIT_FOR_NODES = """
+import sys, time, ray
+ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
+deadline = time.time() + 60
+while sum(n["Alive"] for n in ray.nodes()) < int(sys.argv[2]):
+    assert time.time() < deadline, ray.nodes()
+    time.sleep(0.2)
+"""
+
+
+def wait_for_alive_nodes(address: str, env: dict, n: int) -> None:
+    """Block until the cluster's GCS lists ``n`` alive nodes: a sweep submitted earlier could be
+    placed before the second node has registered."""
+    proc = subprocess.run(
+        [sys.executable, "-c", WAIT_FOR_NODES, address, str(n)], env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @contextmanager
 def two_node_cluster(tmp_path: Path):
     """A Ray head on 127.0.0.2 and a second node on 127.0.0.3 (one CPU each, token auth with a
@@ -137,6 +157,7 @@ def two_node_cluster(tmp_path: Path):
             )  # fmt: skip
             stack.callback(node.stop)
             node.wait_started()
+            wait_for_alive_nodes(f"{HEAD_IP}:{gcs_port}", env, 2)
             yield f"{HEAD_IP}:{gcs_port}", env, node
         finally:
             stack.close()
@@ -160,7 +181,12 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
         "cache_dir": str(cache_dir),
         "methods": [{"method": "simpo", "hparams": {"gamma": {"grid": [0.0, 1.0]}}}],
         "seeds": [0, 1],
-        "resources": {"cpus": 1},  # one trial per node at a time: four trials must use both nodes
+        # One trial per node at a time (each node has one CPU), and a fresh worker process per trial:
+        # Tune stages the first two trials at once, so their workers are placed one on each node, and
+        # without worker reuse a trial stays where it was placed. (With reuse, the head's warm worker
+        # could take the second trial before the other node's worker had started: a race.)
+        "resources": {"cpus": 1},
+        "reuse_workers": False,
     }
     path = tmp_path / "multinode.yaml"
     path.write_text(yaml.safe_dump(sweep))
@@ -185,6 +211,7 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
     print("trial placement (node ip, node id):", placement)
     assert {ip for ip, _ in placement} == {HEAD_IP, NODE_IP}
     assert len({node for _, node in placement}) == 2
+    assert len({f["process_id"] for f in finals}) == 4  # reuse_workers: false, a fresh process per trial
     # The report reads the results from that storage, here through its URI as for s3:// or gs://.
     df = load_trials([sweep_dir])
     assert (df["status"] == "finished").sum() == 4

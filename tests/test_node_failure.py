@@ -46,6 +46,7 @@ def test_a_dead_node_s_trial_finishes_on_the_other_node_from_its_checkpoint(tmp_
         "data": {"task": {**SMALL["data"]["task"], "n_train": 3000}},
         "training": {**SMALL["training"], "epochs": 4, "checkpoint_every": 10},
         "resources": {"cpus": 1},  # one trial per node
+        "reuse_workers": False,  # so the second trial stays on the second node (tests/test_multinode.py)
         "max_failures": 3,
     }
     path = tmp_path / "nodefail.yaml"
