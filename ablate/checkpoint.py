@@ -1,4 +1,4 @@
-"""A trial's training checkpoint on disk, and atomic file writes.
+"""A trial's training checkpoint on disk (written atomically, ``ablate.cache``).
 
 A checkpoint is one file, ``state.pt``, written with ``torch.save`` and read back with
 ``torch.load(weights_only=True)`` (tensors and plain containers only: loading a checkpoint cannot
@@ -9,44 +9,15 @@ Python RNG states, the last logged training metrics and the training time so far
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
+from ablate.cache import atomic_torch_save
+
 STATE_FILE = "state.pt"
 FORMAT = 1
-
-
-def _atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Run ``write`` on a temporary file beside ``path``, flush it to disk, rename it over ``path``
-    (``os.replace`` is atomic on POSIX within one file system): a kill leaves the old file or the new."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a kill at any moment leaves the old file or the new one."""
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """``torch.save`` with the same old-or-new guarantee as ``atomic_write_bytes``."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save(
@@ -57,8 +28,8 @@ def save(
     last_metrics: dict[str, float],
     runtime_s: float,
 ) -> Path:
-    """Write the checkpoint of a trial at ``step`` into ``directory``; ``train_state`` is what
-    ``ablate.train.train`` hands to ``on_log`` (optimizer and scheduler state dicts)."""
+    """Write the checkpoint of a trial at ``step`` into ``directory``; ``train_state`` is the stepper's
+    optimizer and scheduler state (``ablate.train.AdamWStepper.state``)."""
     state = {
         "format": FORMAT,
         "step": step,

@@ -1,7 +1,7 @@
 """The DeepSpeed JSON config of a multi-worker trial, generated from the sweep or taken from the user.
 
 Pure dictionaries, no DeepSpeed or Ray import: ``ablate.spec`` checks a user's file with it and
-``ablate.distributed`` builds the engines from its output.
+``ablate.backends.deepspeed`` builds the engines from its output.
 
 Generated (``deepspeed: {stage, offload}``): micro-batch = ``training.batch_size`` pairs per
 worker, ``gradient_accumulation_steps`` = ``training.grad_accum``, global batch = micro-batch x

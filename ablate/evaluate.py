@@ -1,9 +1,15 @@
 """Held-out metrics: reward accuracy and margins, likelihood/length statistics, reward/likelihood
-agreement, and greedy generations scored by the task's oracle against the SFT model's."""
+agreement, and greedy generations scored by the task's oracle against the SFT model's.
+
+``evaluate_policy`` is the one evaluation step of a trial, whatever its backend: the backend computes
+log-probs and generations (split between workers or not), the metrics are computed here."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,6 +17,11 @@ from ablate import losses, shared_prompt
 from ablate.data import TokenizedPair, collate_pairs
 from ablate.synthetic import oracle_reward
 from ablate.train import sequence_logps
+
+if TYPE_CHECKING:
+    from ablate.backends import Backend
+    from ablate.trial_config import TrialConfig
+    from ablate.worker_cache import Splits
 
 
 @dataclass
@@ -182,3 +193,32 @@ def heldout_records(
                 round(oracle_reward(p, b), 5) for p, b in zip(prompts, baseline, strict=True)
             ]
     return out
+
+
+def held_out_preference(
+    cfg: TrialConfig, backend: Backend, policy, ref_logps: PairLogps | None, pairs: list[TokenizedPair], pad_id: int
+) -> dict[str, float]:
+    """Reward accuracy and margin on the held-out pairs, without generation: cheap enough to report
+    during training (``evaluation.every_steps``) for an early-stopping scheduler."""
+    pol = backend.pair_logps(policy, pairs, cfg.evaluation.batch_size, pad_id)
+    m = preference_metrics(cfg.method, cfg.hparams, pol, ref_logps)
+    return {"reward_accuracy": m["reward_accuracy"], "reward_margin": m["reward_margin"]}
+
+
+def evaluate_policy(
+    cfg: TrialConfig, backend: Backend, policy, ref_logps: PairLogps | None, tokenizer, splits: Splits
+) -> tuple[dict[str, float], dict]:
+    """The trial's held-out metrics, and its per-response records (``heldout_records``)."""
+    ev, pad = cfg.evaluation, tokenizer.pad_token_id
+    pol = backend.pair_logps(policy, splits.held_out, ev.batch_size, pad)
+    metrics = preference_metrics(cfg.method, cfg.hparams, pol, ref_logps)
+    generations = None
+    if ev.generate:
+        n = ev.num_prompts
+        prompts = [p.prompt_ids for p in splits.held_out[:n]]
+        texts, counts = backend.generate(policy, tokenizer, prompts, ev.max_new_tokens, ev.batch_size)
+        baseline = json.loads(Path(cfg.start.baseline).read_text()) if cfg.start.baseline else None
+        prompt_texts = [r["prompt"] for r in splits.held_out_rows[:n]]
+        metrics.update(generation_metrics(prompt_texts, texts, counts, baseline))
+        generations = (prompt_texts, texts, counts, baseline)
+    return metrics, heldout_records(cfg.method, cfg.hparams, pol, ref_logps, generations)

@@ -1,5 +1,7 @@
-"""What a preference-optimisation trial trains on and what it minimises: its epochs' batches and
-its loss. Ray-free; ``ablate.trial`` and the benchmarks (``bench/``) share these two pieces."""
+"""What a preference-optimisation trial trains on and what it minimises: its epochs' batch order, the
+tensors of a micro-batch, and its loss. Ray-free; both trial backends (``ablate.backends``) and the
+benchmarks (``bench/``) share these pieces, so a one-worker and an N-worker trial see the same pairs
+in the same order."""
 
 from __future__ import annotations
 
@@ -14,33 +16,36 @@ from ablate.evaluate import PairLogps
 from ablate.train import LossFn, sequence_logps
 
 
-def batch_maker(
+def batch_order(
     pairs: list[TokenizedPair],
-    pad_id: int,
     batch_size: int,
     seed: int,
-    group_by_length: bool,
-    device: torch.device | str,
-    share_prompt: bool = False,
-) -> Callable[[int], list[dict[str, torch.Tensor]]]:
-    """``make_batches(epoch)``: that epoch's collated batches, each with the pairs' ``index`` into
-    ``pairs`` (for precomputed reference log-probs). With ``share_prompt`` (see
-    ``ablate.shared_prompt.usable``) a pair is one row, prompt + chosen + rejected; otherwise two,
-    the chosen rows first, then the rejected ones."""
-    # Group by the pair's length whatever the layout, so the batches (and the training trajectory) are
-    # the same with or without a shared prompt, and the same as a multi-worker trial's.
+    epoch: int,
+    group_by_length: bool = True,
+    min_size: int = 1,
+) -> list[list[int]]:
+    """The pair indices of each micro-batch of ``epoch`` (grouped by the pair's length whatever the
+    layout). A multi-worker trial asks for ``batch_size x workers`` pairs per micro-batch and
+    ``min_size = workers`` (every worker needs a pair), and splits each between its workers."""
     lengths = [p.length for p in pairs]
-    collate = shared_prompt.collate if share_prompt else data_mod.collate_pairs
+    batches = data_mod.batch_indices(lengths, batch_size, seed * 1000 + epoch, group_by_length)
+    return [b for b in batches if len(b) >= min_size]
 
-    def make_batches(epoch: int) -> list[dict[str, torch.Tensor]]:
-        out = []
-        for idx in data_mod.batch_indices(lengths, batch_size, seed * 1000 + epoch, group_by_length):
-            batch = {k: v.to(device) for k, v in collate([pairs[i] for i in idx], pad_id).items()}
-            batch["index"] = torch.tensor(idx, device=device)
-            out.append(batch)
-        return out
 
-    return make_batches
+def collator(
+    pairs: list[TokenizedPair], pad_id: int, device: torch.device | str, share_prompt: bool = False
+) -> Callable[[list[int]], dict[str, torch.Tensor]]:
+    """``collate(indices)``: the batch of those pairs on ``device``, with their ``index`` into ``pairs``
+    (for precomputed reference log-probs). With ``share_prompt`` (``ablate.shared_prompt.usable``) a
+    pair is one row, prompt + chosen + rejected; otherwise two, the chosen rows first."""
+    collate_rows = shared_prompt.collate if share_prompt else data_mod.collate_pairs
+
+    def collate(idx: list[int]) -> dict[str, torch.Tensor]:
+        batch = {k: v.to(device) for k, v in collate_rows([pairs[i] for i in idx], pad_id).items()}
+        batch["index"] = torch.tensor(idx, device=device)
+        return batch
+
+    return collate
 
 
 def loss_function(

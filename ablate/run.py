@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = spec_mod.load_sweep(args.sweep)
         if args.storage:
-            spec.storage = args.storage
+            spec = spec.model_copy(update={"storage": args.storage})
         trials = spec_mod.expand(spec) if spec.search == "grid" else []
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)

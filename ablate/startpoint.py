@@ -6,42 +6,17 @@ Real models (hub id or path) are used as given: they are already SFT checkpoints
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ablate import data as data_mod
 from ablate import models, synthetic
+from ablate.cache import atomic_dir, atomic_write_json, cache_key
 from ablate.evaluate import generate
-from ablate.train import TrainSettings, sequence_logps, train
+from ablate.train import AdamWStepper, Hooks, TrainSettings, sequence_logps, total_steps, train
 
 CACHE_VERSION = 1
-
-
-def cache_key(obj: object) -> str:
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _atomic_dir(final: Path, build) -> Path:
-    """Build into a temporary sibling and rename: a crash never leaves a half-written cache entry."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished first; theirs is as good
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 # The SFT demonstrations depend on these task fields only; the label knobs (length_bias,
@@ -71,13 +46,12 @@ def train_sft(out_dir: Path, model_cfg: dict, data: dict, sft: dict, log=print) 
     ]
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses, strict=True)]
 
-    def make_batches(epoch: int):
-        return [
-            data_mod.collate_sequences(
-                [prompts[i] for i in idx], [responses[i] for i in idx], tokenizer.pad_token_id
-            )
-            for idx in data_mod.batch_indices(lengths, sft["batch_size"], sft["seed"] + epoch)
-        ]
+    def batches_of(epoch: int) -> list[list[int]]:
+        return data_mod.batch_indices(lengths, sft["batch_size"], sft["seed"] + epoch)
+
+    def collate(idx: list[int]) -> dict[str, torch.Tensor]:
+        pad = tokenizer.pad_token_id
+        return data_mod.collate_sequences([prompts[i] for i in idx], [responses[i] for i in idx], pad)
 
     def nll(batch):
         logps, n = sequence_logps(model, batch)
@@ -85,13 +59,12 @@ def train_sft(out_dir: Path, model_cfg: dict, data: dict, sft: dict, log=print) 
         return loss, {"loss": loss.item()}
 
     settings = TrainSettings(learning_rate=sft["learning_rate"], epochs=sft["epochs"], log_every=50)
-    result = train(
-        model,
-        make_batches,
-        nll,
-        settings,
-        on_log=lambda s, m, _: log(f"  sft step {s}: loss {m['loss']:.3f}"),
-    )
+    stepper = AdamWStepper(model, nll, settings, total_steps(batches_of, settings), collate)
+
+    def on_log(step: int, logged: dict[str, float]) -> None:
+        log(f"  sft step {step}: loss {logged['loss']:.3f}")
+
+    result = train(stepper, batches_of, settings, Hooks(on_log=on_log))
     log(f"  sft: {result.steps} steps in {result.seconds:.1f}s")
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -113,9 +86,7 @@ def baseline_generations(model_dir: Path, data: dict, evaluation: dict) -> Path:
     texts, _ = generate(
         model, tokenizer, prompts, evaluation["max_new_tokens"], evaluation["batch_size"], "cpu"
     )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(texts))
-    os.replace(tmp, path)
+    atomic_write_json(path, texts)
     return path
 
 
@@ -128,7 +99,7 @@ def prepare(model: dict, data: dict, sft: dict, evaluation: dict, cache_dir: str
         log(f"SFT start point: reusing {target}")
     else:
         log(f"SFT start point: training {target.name} (once; cached for later sweeps)")
-        _atomic_dir(target, lambda tmp: train_sft(tmp, model, data, sft, log))
+        atomic_dir(target, lambda tmp: train_sft(tmp, model, data, sft, log))
     has_oracle = data["source"] == "builtin:synthetic"
     baseline = (
         baseline_generations(target, data, evaluation) if evaluation["generate"] and has_oracle else None

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -114,89 +115,87 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with the fused kernel where torch has one (CPU and CUDA floating-point parameters): one
-    kernel per step instead of a dozen small ops per parameter tensor."""
-    fused = (
-        all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-        and len({p.device for p in params}) <= 1
-    )
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+@dataclass
+class Hooks:
+    """What a caller does around the steps, each optional: ``before_step(step)`` (the fault-injection
+    hook of ``ablate.faults``), ``after_step(step)`` (cheap: timing, progress) and ``on_log(step,
+    metrics)`` with the averaged statistics since the last log (reports, checkpoints, evaluation)."""
+
+    before_step: Callable[[int], None] | None = None
+    after_step: Callable[[int], None] | None = None
+    on_log: Callable[[int, dict[str, float]], None] | None = None
+
+
+class Stepper(Protocol):
+    """How one optimizer step runs: over a group of accumulated micro-batches (what ``batches_of``
+    yields), returning its statistics and the tokens it processed; raises ``Diverged`` on a loss that
+    is not finite. ``AdamWStepper`` is one process's; ``ablate.backends.deepspeed`` has the other."""
+
+    model: torch.nn.Module  # the policy as the stepper trains it (to evaluate, to checkpoint)
+
+    def step(self, group: list) -> tuple[dict[str, float], int]: ...
+
+    def lr(self) -> float: ...
+
+    def average(self, window: list[dict[str, float]]) -> dict[str, float]: ...
+
+
+def steps_per_epoch(batches: Sequence, settings: TrainSettings) -> int:
+    return math.ceil(len(batches) / settings.grad_accum)
+
+
+def total_steps(batches_of: Callable[[int], Sequence], settings: TrainSettings) -> int:
+    """The optimizer steps of a whole run (every epoch has as many micro-batches as the first)."""
+    return steps_per_epoch(batches_of(0), settings) * settings.epochs
 
 
 def train(
-    model: torch.nn.Module,
-    make_batches: Callable[[int], Sequence[dict[str, torch.Tensor]]],
-    loss_fn: LossFn,
+    stepper: Stepper,
+    batches_of: Callable[[int], Sequence],
     settings: TrainSettings,
-    on_log: Callable[[int, dict[str, float], dict], None] | None = None,
+    hooks: Hooks | None = None,
     start_step: int = 0,
-    optimizer_state: dict | None = None,
-    before_step: Callable[[int], None] | None = None,
-    on_step: Callable[[int], None] | None = None,
-    compute_dtype: torch.dtype = torch.float32,
 ) -> TrainResult:
-    """Train ``model`` in place. ``make_batches(epoch)`` gives that epoch's micro-batches.
-
-    ``on_log(step, metrics, state)`` gets the averaged step statistics and the optimizer and
-    scheduler state (for checkpoints); ``start_step``/``optimizer_state`` resume from one.
-    ``before_step(step)`` runs before each step (the fault-injection hook of ``ablate.faults``).
-    ``on_step(step)`` runs after every optimizer step (cheap hooks only: timing, progress).
-    ``compute_dtype`` bf16/fp16: forward and backward under autocast, the weights and AdamW stay in
-    their own (float32) dtype; fp16 adds loss scaling.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = adamw(params, settings.learning_rate, settings.weight_decay)
-    device = params[0].device
-    amp = Precision(device, compute_dtype)
-    first_epoch = make_batches(0)
-    per_epoch = math.ceil(len(first_epoch) / settings.grad_accum)
+    """Run every optimizer step of every epoch; ``batches_of(epoch)`` gives that epoch's micro-batches,
+    ``settings.grad_accum`` of them make a step. Steps up to ``start_step`` (a resumed checkpoint's) are
+    skipped. ``hooks.on_log`` runs every ``log_every`` steps, at the last step and at checkpoint steps."""
+    hooks = hooks or Hooks()
+    first_epoch = batches_of(0)
+    per_epoch = steps_per_epoch(first_epoch, settings)
     total = per_epoch * settings.epochs
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state["optimizer"])
-        scheduler.load_state_dict(optimizer_state["scheduler"])
-
     result = TrainResult(steps=start_step)
     window: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for epoch in range(settings.epochs):
-        batches = first_epoch if epoch == 0 else make_batches(epoch)
+        batches = first_epoch if epoch == 0 else batches_of(epoch)
         for first in range(0, len(batches), settings.grad_accum):
             step = epoch * per_epoch + first // settings.grad_accum + 1
             if step <= start_step:  # resumed from a checkpoint: skip steps already taken
                 continue
-            group = batches[first : first + settings.grad_accum]
-            if before_step is not None:
-                before_step(step)
+            if hooks.before_step is not None:
+                hooks.before_step(step)
             try:
-                stats = _step(group, loss_fn, optimizer, scheduler, params, settings.max_grad_norm, amp)
+                stats, tokens = stepper.step(list(batches[first : first + settings.grad_accum]))
             except Diverged as e:
                 e.step = step
-                e.metrics = _average(window) if window else None
+                e.metrics = stepper.average(window) if window else None
                 raise
-            result.steps = step
-            if on_step is not None:
-                on_step(step)
-            result.tokens += sum(int(b["attention_mask"].sum()) for b in group)
+            result.steps, result.tokens = step, result.tokens + tokens
+            if hooks.after_step is not None:
+                hooks.after_step(step)
             window.append(stats)
             checkpoint = settings.checkpoint_every > 0 and step % settings.checkpoint_every == 0
             if step % settings.log_every == 0 or step == total or checkpoint:
-                logged = _average(window)
-                logged["lr"] = scheduler.get_last_lr()[0]
+                logged = {**stepper.average(window), "lr": stepper.lr()}
                 result.history.append({"step": step, **logged})
                 window = []
-                if on_log is not None:
-                    on_log(
-                        step,
-                        logged,
-                        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                    )
+                if hooks.on_log is not None:
+                    hooks.on_log(step, logged)
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _average(window: list[dict[str, float]]) -> dict[str, float]:
+def mean_stats(window: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(s[k] for s in window) / len(window) for k in window[0]}
 
 
@@ -211,22 +210,72 @@ class Precision:
         return compute_context(self.device, self.compute)
 
 
-def _step(group, loss_fn, optimizer, scheduler, params, max_grad_norm, amp: Precision) -> dict[str, float]:
-    """One optimizer step over a group of accumulated micro-batches."""
-    totals: dict[str, float] = {}
-    for batch in group:
-        with amp.context():
-            loss, stats = loss_fn(batch)
-        if not torch.isfinite(loss):
-            raise Diverged(f"loss became {loss.item()}")
-        amp.scaler.scale(loss / len(group)).backward()
-        for k, v in stats.items():
-            totals[k] = totals.get(k, 0.0) + v / len(group)
-    amp.scaler.unscale_(optimizer)  # clip the true gradients (a no-op without fp16 scaling)
-    if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    amp.scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
-    amp.scaler.update()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return totals
+def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where torch has one (CPU and CUDA floating-point parameters): one
+    kernel per step instead of a dozen small ops per parameter tensor."""
+    fused = (
+        all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        and len({p.device for p in params}) <= 1
+    )
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+class AdamWStepper:
+    """One process's optimizer step: AdamW with linear warmup and cosine decay over ``total_steps``,
+    gradient accumulation and clipping. ``collate`` turns a micro-batch of ``batches_of`` into the
+    tensors ``loss_fn`` takes. ``compute_dtype`` bf16/fp16: forward and backward under autocast, the
+    weights and AdamW stay in their own (float32) dtype; fp16 adds loss scaling. ``state`` (from
+    ``state()``, e.g. a checkpoint's) resumes the optimizer and the schedule."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: LossFn,
+        settings: TrainSettings,
+        total_steps: int,
+        collate: Callable[[Any], dict[str, torch.Tensor]] = lambda batch: batch,
+        compute_dtype: torch.dtype = torch.float32,
+        state: dict | None = None,
+    ) -> None:
+        self.model, self.loss_fn, self.collate = model, loss_fn, collate
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = adamw(self.params, settings.learning_rate, settings.weight_decay)
+        warmup = int(settings.warmup_ratio * total_steps)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, total_steps)
+        self.max_grad_norm = settings.max_grad_norm
+        self.amp = Precision(self.params[0].device, compute_dtype)
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def step(self, group: list) -> tuple[dict[str, float], int]:
+        totals: dict[str, float] = {}
+        tokens = 0
+        for micro in group:
+            batch = self.collate(micro)
+            with self.amp.context():
+                loss, stats = self.loss_fn(batch)
+            if not torch.isfinite(loss):
+                raise Diverged(f"loss became {loss.item()}")
+            self.amp.scaler.scale(loss / len(group)).backward()
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0.0) + v / len(group)
+            tokens += int(batch["attention_mask"].sum())
+        self.amp.scaler.unscale_(self.optimizer)  # clip the true gradients (a no-op without fp16 scaling)
+        if self.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.amp.scaler.step(self.optimizer)  # skips the step if fp16 gradients overflowed
+        self.amp.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return totals, tokens
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def average(self, window: list[dict[str, float]]) -> dict[str, float]:
+        return mean_stats(window)
+
+    def state(self) -> dict:
+        """The optimizer and schedule state, for a checkpoint (``ablate.checkpoint``)."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}

@@ -1,43 +1,250 @@
-"""One trial end to end: load the start point, train one policy with one objective, evaluate it.
+"""One trial, written once: load -> reference -> train -> evaluate -> final record.
 
-Ray-free: ``run_trial(config, report)`` takes a plain trial config (see ``ablate.spec.expand``)
-and a ``report(metrics)`` callback; ``ablate.tune`` passes Ray Tune's, and a checkpoint callback
-and the state to resume from (``ablate.checkpoint``)."""
+``run_trial(config, report)`` takes a trial config (the plain dict of ``ablate.spec.expand``, or a
+``TrialConfig``) and a ``report(metrics)`` callback, and runs on a backend (``ablate.backends``): one
+process by default, or, in a multi-worker trial, on every Ray Train worker at once. Ray-free:
+``ablate.tune`` passes Ray Tune's report, a checkpoint callback and the state to resume from.
+"""
 
 from __future__ import annotations
 
-import functools
 import json
-import math
-import os
 import random
 import resource
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import torch
 
 from ablate import checkpoint as ckpt_mod
-from ablate import data as data_mod
-from ablate import faults, models, preference, shared_prompt, warm
-from ablate.evaluate import (
-    PairLogps,
-    generate,
-    generation_metrics,
-    heldout_records,
-    pair_logps,
-    preference_metrics,
-)
-from ablate.startpoint import cache_key
-from ablate.train import Diverged, TrainSettings, train
+from ablate import evaluate, faults, models, preference, reference, shared_prompt, trial_config, worker_cache
+from ablate.backends import Backend
+from ablate.backends.single import SingleProcess
+from ablate.train import Diverged, Hooks, Stepper, TrainSettings, total_steps, train
+from ablate.trial_config import TrialConfig
 
 Report = Callable[[dict], None]
 ReportCheckpoint = Callable[[dict, str], None]  # (metrics, checkpoint directory)
 SaveArtifact = Callable[[str, bytes], None]  # (file name, content) -> a file in the trial's directory
 HELDOUT_FILE = "heldout.json"  # per-response held-out data, read by analysis/ for its figures
+
+
+def run_trial(
+    cfg: dict | TrialConfig,
+    report: Report,
+    save_artifact: SaveArtifact | None = None,
+    report_checkpoint: ReportCheckpoint | None = None,
+    resume: dict | None = None,
+    backend: Backend | None = None,
+) -> dict:
+    """Train and evaluate one policy; report training metrics every ``log_every`` steps and the final ones.
+
+    ``save_artifact``, when given, receives ``heldout.json`` (per-response held-out data) before the
+    final report. With ``report_checkpoint`` (and a backend that supports it), every
+    ``training.checkpoint_every`` steps the metrics are reported through it with a checkpoint
+    directory (``ablate.checkpoint``); ``resume`` is such a checkpoint's state, from which training
+    continues. A loss that becomes NaN or infinite ends the trial at once with status
+    ``diverged: ...`` and its last finite training metrics."""
+    cfg = trial_config.parse(cfg)
+    clock = Clock()
+    backend = backend or SingleProcess(cfg)
+    reset_peak_memory(backend.device)
+    seed_everything(cfg.seed)
+    tokenizer = models.load_tokenizer(cfg.start.path, cfg.model.trust_remote_code)
+    policy = backend.load_policy(cfg)
+    splits = worker_cache.tokenized_splits(cfg, tokenizer)
+    clock.train_start = time.perf_counter()
+    ref = reference.prepare(cfg, backend, splits.train, tokenizer.pad_token_id)
+    prior = Prior.of(resume, policy)
+    run = train_policy(cfg, backend, policy, ref, splits, tokenizer.pad_token_id, Reporter(report, report_checkpoint), prior, clock)
+
+    metrics = {"status": run.status, "train_loss": run.last.get("train_loss", float("nan")),
+               "runtime_s": prior.runtime_s + run.runtime_s, **run.extra, **splits.counts}  # fmt: skip
+    if prior.step:
+        metrics["resumed_from_step"] = prior.step
+    if run.status == "finished":
+        with backend.compute():
+            held_out, records = evaluate.evaluate_policy(
+                cfg, backend, run.model, ref.held_out(splits.held_out), tokenizer, splits
+            )
+        metrics.update(held_out)
+        if save_artifact is not None and backend.is_main:
+            save_artifact(HELDOUT_FILE, json.dumps(records).encode())
+        metrics["tokens_per_s"] = backend.reduce([run.tokens])[0] / max(run.runtime_s, 1e-9)  # of this attempt
+        metrics.update(backend.finish(tokenizer))
+    metrics["steps"] = run.steps
+    metrics["peak_memory_mb"] = backend.reduce([peak_memory_mb(backend.device)], "max")[0]  # the busiest worker
+    metrics.update(clock.metrics(), **backend.trial_metrics())
+    report(metrics)
+    return metrics
+
+
+@dataclass
+class Clock:
+    """A trial's times: entry, the start of training (reference included) and the end of its first step."""
+
+    start: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)  # Unix time, as Ray's clocks
+    train_start: float = 0.0
+    first_step: float | None = None
+
+    def after_step(self, _step: int) -> None:
+        if self.first_step is None:  # start-up cost of the trial: entry to the end of its first step
+            self.first_step = time.perf_counter()
+
+    def training_s(self) -> float:
+        return time.perf_counter() - self.train_start
+
+    def metrics(self) -> dict[str, float]:
+        out = {"trial_s": time.perf_counter() - self.start}
+        if self.first_step is not None:
+            out["first_step_s"] = self.first_step - self.start
+            out["first_step_at"] = self.started_at + out["first_step_s"]
+        return out
+
+
+@dataclass
+class Prior:
+    """What an earlier attempt of the trial left in its checkpoint (nothing for a fresh start)."""
+
+    step: int = 0
+    runtime_s: float = 0.0
+    train_state: dict | None = None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, state: dict | None, policy: torch.nn.Module) -> Prior:
+        """Restore the policy, the RNG and the optimizer state from a checkpoint's ``state``."""
+        if state is None:
+            return cls()
+        policy.load_state_dict(state["model"])
+        ckpt_mod.restore_rng(state)
+        train_state = {"optimizer": state["optimizer"], "scheduler": state["scheduler"]}
+        return cls(state["step"], state["runtime_s"], train_state, dict(state["last_metrics"]))
+
+
+@dataclass
+class TrainRun:
+    status: str
+    steps: int
+    tokens: int
+    runtime_s: float
+    last: dict[str, float]  # the last training metrics
+    model: torch.nn.Module  # the trained policy, as the backend holds it for evaluation
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Reporter:
+    """Where the training rows go: ``report``, or with a checkpoint ``report_checkpoint``."""
+
+    report: Report
+    report_checkpoint: ReportCheckpoint | None = None
+
+
+def train_policy(
+    cfg: TrialConfig, backend: Backend, policy: torch.nn.Module, ref: reference.Reference,
+    splits: worker_cache.Splits, pad: int, reporter: Reporter, prior: Prior, clock: Clock,
+) -> TrainRun:  # fmt: skip
+    """The training phase: the trial's batches, loss and step hooks, then ``ablate.train.train``."""
+    tr = cfg.training
+    checkpoints = reporter.report_checkpoint is not None and backend.checkpoints
+    settings = TrainSettings(
+        learning_rate=tr.learning_rate, epochs=tr.epochs, grad_accum=tr.grad_accum, warmup_ratio=tr.warmup_ratio,
+        weight_decay=tr.weight_decay, max_grad_norm=tr.max_grad_norm, log_every=tr.log_every,
+        checkpoint_every=tr.checkpoint_every if checkpoints else 0,
+    )  # fmt: skip
+
+    def batches_of(epoch: int) -> list[list[int]]:  # global micro-batches, split between the workers
+        w = backend.world
+        return preference.batch_order(splits.train, tr.batch_size * w, cfg.seed, epoch, tr.group_by_length, w)
+
+    faulty = FaultHook(cfg.index, prior.step)
+
+    def loss_for(model: torch.nn.Module):
+        loss_fn = preference.loss_function(model, cfg.method, cfg.hparams, ref.model, ref.train)
+        return faulty.poisoned(loss_fn)
+
+    collate = preference.collator(splits.train, pad, backend.device, shared_prompt.usable(policy, splits.train))
+    total = total_steps(batches_of, settings)
+    stepper = backend.stepper(policy, loss_for, settings, total, collate, prior.train_state)
+    logger = StepLogger(cfg, backend, stepper, ref, splits, pad, reporter, prior, clock, total)
+    hooks = Hooks(before_step=faulty.before_step, after_step=clock.after_step, on_log=logger.on_log)
+    try:
+        result = train(stepper, batches_of, settings, hooks, prior.step)
+    except Diverged as e:
+        # Stop at once: no evaluation of a model whose next step was not finite; keep the last
+        # finite training metrics (those logged, updated by the finite steps since the last log).
+        logger.last.update(e.metrics or {})
+        extra = {"diverged_at_step": e.step, "train_reward_accuracy": logger.last.get("train_reward_accuracy")}
+        return TrainRun(f"diverged: {e} at step {e.step}", (e.step or 1) - 1, 0, clock.training_s(),
+                        logger.last, stepper.model, extra)  # fmt: skip
+    return TrainRun("finished", result.steps, result.tokens, clock.training_s(), logger.last, stepper.model)
+
+
+class FaultHook:
+    """The ``ABLATE_FAULT`` testing hook (``ablate.faults``) of this attempt of the trial."""
+
+    def __init__(self, index: int, start_step: int) -> None:
+        self.injected = faults.for_trial(index, start_step)
+        self.poison: list[float] = []
+
+    def before_step(self, step: int) -> None:
+        kind = self.injected.get(step)
+        if kind in ("nan", "inf"):
+            self.poison.append(float(kind))
+        elif kind:
+            faults.fire(kind, step)
+
+    def poisoned(self, loss_fn):
+        def loss_with_fault(batch: dict):
+            loss, stats = loss_fn(batch)
+            if self.poison:  # an injected nan/inf fault
+                loss = loss + self.poison.pop()
+            return loss, stats
+
+        return loss_with_fault
+
+
+class StepLogger:
+    """What a trial does at each logging step: keep the last metrics, add held-out metrics every
+    ``evaluation.every_steps`` (for an early-stopping scheduler), and report the row, with a
+    checkpoint every ``training.checkpoint_every`` steps."""
+
+    def __init__(
+        self, cfg: TrialConfig, backend: Backend, stepper: Stepper, ref: reference.Reference,
+        splits: worker_cache.Splits, pad: int, reporter: Reporter, prior: Prior, clock: Clock, total: int,
+    ) -> None:  # fmt: skip
+        self.cfg, self.backend, self.stepper, self.ref = cfg, backend, stepper, ref
+        self.splits, self.pad, self.reporter, self.prior, self.clock = splits, pad, reporter, prior, clock
+        self.last: dict[str, float] = dict(prior.last_metrics)
+        self.every = cfg.evaluation.every_steps
+        self.next_eval = self.every
+        # The last step is evaluated in full right after training; a periodic evaluation there would
+        # only give an early-stopping scheduler the chance to stop a trial that is already done.
+        self.last_step = total
+
+    def on_log(self, step: int, logged: dict[str, float]) -> None:
+        self.last.update(logged)
+        row = {"step": step, **logged}
+        if self.every and self.next_eval <= step < self.last_step:
+            self.next_eval = (step // self.every + 1) * self.every
+            with self.backend.compute():
+                ref_logps = self.ref.held_out(self.splits.held_out)
+                row.update(evaluate.held_out_preference(
+                    self.cfg, self.backend, self.stepper.model, ref_logps, self.splits.held_out, self.pad
+                ))  # fmt: skip
+        every = self.cfg.training.checkpoint_every
+        if self.reporter.report_checkpoint is not None and self.backend.checkpoints and every and step % every == 0:
+            elapsed = self.prior.runtime_s + self.clock.training_s()
+            with tempfile.TemporaryDirectory(prefix="ablate-checkpoint-") as d:
+                ckpt_mod.save(d, self.stepper.model, self.stepper.state(), step, self.last, elapsed)
+                self.reporter.report_checkpoint(row, d)  # Ray copies it into storage before returning
+        else:
+            self.reporter.report(row)
 
 
 def seed_everything(seed: int) -> None:
@@ -66,249 +273,3 @@ def peak_memory_mb(device: torch.device) -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def tokenized_splits(cfg: dict, tokenizer, counts: dict | None = None) -> tuple[list, list, list[dict]]:
-    """Tokenized train and held-out pairs, and the held-out rows (for prompts and the oracle);
-    tokenized once per data set and tokenizer, then reused from disk and the worker's memory.
-    ``counts`` (if given) receives the skipped and truncated pairs (``ablate.data.SKIP_COUNTS``)."""
-    train, held_out, rows, seen = warm.tokenized_splits(cfg, tokenizer)
-    if counts is not None:
-        counts.update(seen)
-    return train, held_out, rows
-
-
-def reference_cache_path(cfg: dict, start: str, name: str, dtype: torch.dtype) -> Path:
-    """Where the reference log-probs of a data split are cached (shared with multi-worker trials);
-    ``dtype``, the one they were computed in, is part of the key (bf16 numbers differ from float32)."""
-    key = cache_key({"start": start, "data": cfg["data"], "split": name, "dtype": str(dtype)})
-    return Path(cfg["cache_dir"]).expanduser() / "reference" / f"{key}.pt"
-
-
-def precomputed_reference(
-    cfg: dict, start: str, pairs: list, name: str, device, pad_id: int, dtype: torch.dtype = torch.float32
-) -> PairLogps:
-    """Reference log-probs of a data split, computed once and cached on disk for the sweep's other trials."""
-    path = reference_cache_path(cfg, start, name, dtype)
-    if path.is_file():
-        saved = torch.load(path, weights_only=True)
-        return PairLogps(**saved)
-    ref = warm.load_model(start, device, dtype, cfg["model"]["trust_remote_code"], trainable=False)
-    out = pair_logps(ref, pairs, cfg["evaluation"]["batch_size"], pad_id, device)
-    del ref
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(vars(out), tmp)
-    os.replace(tmp, path)  # atomic: a concurrent trial reads either nothing or the whole file
-    return out
-
-
-def run_trial(
-    cfg: dict,
-    report: Report,
-    save_artifact: SaveArtifact | None = None,
-    report_checkpoint: ReportCheckpoint | None = None,
-    resume: dict | None = None,
-) -> dict:
-    """Train and evaluate one policy; report training metrics every ``log_every`` steps and the final ones.
-
-    ``save_artifact``, when given, receives ``heldout.json`` (per-response held-out data) before the
-    final report. With ``report_checkpoint``, every ``training.checkpoint_every`` steps the metrics
-    are reported through it together with a checkpoint directory (``ablate.checkpoint``); ``resume``
-    is such a checkpoint's state, from which training continues. A loss that becomes NaN or infinite
-    ends the trial at once with status ``diverged: ...`` and its last finite training metrics."""
-    t_start, started_at = time.perf_counter(), time.time()
-    device = models.pick_device()
-    torch.set_num_threads(max(1, int(cfg.get("resources", {}).get("cpus", 1))))
-    reset_peak_memory(device)
-    seed_everything(cfg["seed"])
-    start = cfg["start"]["path"]
-    m = cfg["model"]
-    # ``dtype`` is what the forward passes compute in; the policy's weights stay in ``master_dtype``
-    # (float32 under bf16/fp16, mixed precision), frozen reference models are stored in ``dtype``.
-    dtype = models.pick_dtype(m["dtype"], device)
-    amp = functools.partial(models.compute_context, device, dtype)
-    tokenizer = models.load_tokenizer(start, m["trust_remote_code"])
-    policy = warm.load_model(
-        start, device, models.master_dtype(dtype), m["trust_remote_code"], True, m["gradient_checkpointing"]
-    )
-    counts = dict.fromkeys(data_mod.SKIP_COUNTS, 0)
-    train_pairs, eval_pairs, eval_rows = tokenized_splits(cfg, tokenizer, counts)
-    pad = tokenizer.pad_token_id
-    method, hp, tr = cfg["method"], cfg["hparams"], cfg["training"]
-
-    t_train = time.perf_counter()
-    ref_model = ref_train = None
-    if cfg["reference"] == "online":
-        ref_model = warm.load_model(start, device, dtype, m["trust_remote_code"], trainable=False)
-    elif cfg["reference"] == "precomputed":
-        ref_train = precomputed_reference(cfg, start, train_pairs, "train", device, pad, dtype)
-
-    make_batches = preference.batch_maker(
-        train_pairs, pad, tr["batch_size"], cfg["seed"], tr["group_by_length"], device,
-        share_prompt=shared_prompt.usable(policy, train_pairs),
-    )  # fmt: skip
-    preference_loss_fn = preference.loss_function(policy, method, hp, ref_model, ref_train)
-
-    def loss_fn(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        loss, stats = preference_loss_fn(batch)
-        if poison:  # an injected nan/inf fault (ablate.faults)
-            loss = loss + poison.pop()
-        return loss, stats
-
-    first_step: list[float] = []
-
-    def on_step(_step: int) -> None:
-        if not first_step:  # start-up cost of the trial: entry to the end of its first step
-            first_step.append(time.perf_counter())
-
-    last: dict[str, float] = {}
-    start_step, prior_runtime, optimizer_state = 0, 0.0, None
-    if resume is not None:
-        policy.load_state_dict(resume["model"])
-        start_step, prior_runtime = resume["step"], resume["runtime_s"]
-        optimizer_state = {"optimizer": resume["optimizer"], "scheduler": resume["scheduler"]}
-        last.update(resume["last_metrics"])
-        ckpt_mod.restore_rng(resume)
-    checkpoint_every = tr.get("checkpoint_every", 0) if report_checkpoint is not None else 0
-    every = cfg["evaluation"].get("every_steps")
-    next_eval = [every]
-    # The last step is evaluated in full right after training; a periodic evaluation there would only
-    # give an early-stopping scheduler the chance to stop a trial that is already done.
-    last_step = math.ceil(math.ceil(len(train_pairs) / tr["batch_size"]) / tr["grad_accum"]) * tr["epochs"]
-
-    def on_log(step: int, logged: dict, state: dict) -> None:
-        last.update(logged)
-        held_out = {}
-        if every and next_eval[0] <= step < last_step:  # periodic held-out metrics, for early stopping
-            next_eval[0] = (step // every + 1) * every
-            with amp():
-                held_out = held_out_preference(cfg, policy, ref_model, eval_pairs, start, device, pad, dtype)
-        row = {"step": step, **logged, **held_out}
-        if checkpoint_every and step % checkpoint_every == 0:
-            elapsed = prior_runtime + time.perf_counter() - t_train
-            with tempfile.TemporaryDirectory(prefix="ablate-checkpoint-") as d:
-                ckpt_mod.save(d, policy, state, step, last, elapsed)
-                report_checkpoint(row, d)  # Ray copies it into storage before returning
-        else:
-            report(row)
-
-    injected = faults.for_trial(cfg["index"], start_step)
-    poison: list[float] = []
-
-    def before_step(step: int) -> None:
-        kind = injected.get(step)
-        if kind in ("nan", "inf"):
-            poison.append(float(kind))
-        elif kind:
-            faults.fire(kind, step)
-
-    settings = TrainSettings(
-        learning_rate=tr["learning_rate"], epochs=tr["epochs"], grad_accum=tr["grad_accum"],
-        warmup_ratio=tr["warmup_ratio"], weight_decay=tr["weight_decay"], max_grad_norm=tr["max_grad_norm"],
-        log_every=tr["log_every"], checkpoint_every=checkpoint_every,
-    )  # fmt: skip
-    status, extra = "finished", {}
-    try:
-        result = train(
-            policy,
-            make_batches,
-            loss_fn,
-            settings,
-            on_log,
-            start_step,
-            optimizer_state,
-            before_step,
-            on_step,
-            compute_dtype=dtype,
-        )
-        steps, tokens = result.steps, result.tokens
-    except Diverged as e:
-        # Stop at once: no evaluation of a model whose next step was not finite; keep the last
-        # finite training metrics (those logged, updated by the finite steps since the last log).
-        last.update(e.metrics or {})
-        status, steps, tokens = f"diverged: {e} at step {e.step}", (e.step or 1) - 1, 0
-        extra = {"diverged_at_step": e.step, "train_reward_accuracy": last.get("train_reward_accuracy")}
-    runtime = time.perf_counter() - t_train
-
-    metrics: dict = {
-        "status": status,
-        "train_loss": last.get("train_loss", float("nan")),
-        "runtime_s": prior_runtime + runtime,
-        **extra,
-        **counts,
-    }
-    if start_step:
-        metrics["resumed_from_step"] = start_step
-    if status == "finished":
-        records: dict = {}
-        with amp():
-            metrics.update(
-                evaluate_policy(
-                    cfg, policy, ref_model, tokenizer, eval_pairs, eval_rows, start, device, records, dtype
-                )
-            )
-        if save_artifact is not None:
-            save_artifact(HELDOUT_FILE, json.dumps(records).encode())
-        metrics["tokens_per_s"] = tokens / max(runtime, 1e-9)  # of this attempt
-    metrics["steps"] = steps
-    metrics["peak_memory_mb"] = peak_memory_mb(device)
-    metrics["trial_s"] = time.perf_counter() - t_start
-    if first_step:
-        metrics["first_step_s"] = first_step[0] - t_start
-        metrics["first_step_at"] = started_at + metrics["first_step_s"]  # Unix time, as Ray's clocks
-    metrics["process_id"] = os.getpid()  # with process_started_at: a fresh worker or a reused one
-    metrics["process_started_at"] = psutil.Process().create_time()
-    report(metrics)
-    return metrics
-
-
-def held_out_preference(
-    cfg, policy, ref_model, eval_pairs, start, device, pad, dtype=torch.float32
-) -> dict[str, float]:
-    """Reward accuracy and margin on the held-out pairs, without generation: cheap enough to report
-    during training (``evaluation.every_steps``) for an early-stopping scheduler."""
-    pol = pair_logps(policy, eval_pairs, cfg["evaluation"]["batch_size"], pad, device)
-    ref = None
-    if ref_model is not None:
-        ref = pair_logps(ref_model, eval_pairs, cfg["evaluation"]["batch_size"], pad, device)
-    elif cfg["reference"] == "precomputed":
-        ref = precomputed_reference(cfg, start, eval_pairs, "eval", device, pad, dtype)
-    m = preference_metrics(cfg["method"], cfg["hparams"], pol, ref)
-    return {"reward_accuracy": m["reward_accuracy"], "reward_margin": m["reward_margin"]}
-
-
-def evaluate_policy(
-    cfg,
-    policy,
-    ref_model,
-    tokenizer,
-    eval_pairs,
-    eval_rows,
-    start,
-    device,
-    records: dict | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> dict[str, float]:
-    """Held-out metrics; ``records``, when given, is filled with the per-response data (``heldout_records``)."""
-    ev = cfg["evaluation"]
-    pad = tokenizer.pad_token_id
-    pol = pair_logps(policy, eval_pairs, ev["batch_size"], pad, device)
-    ref = None
-    if ref_model is not None:
-        ref = pair_logps(ref_model, eval_pairs, ev["batch_size"], pad, device)
-    elif cfg["reference"] == "precomputed":
-        ref = precomputed_reference(cfg, start, eval_pairs, "eval", device, pad, dtype)
-    metrics = preference_metrics(cfg["method"], cfg["hparams"], pol, ref)
-    generations = None
-    if ev["generate"]:
-        n = ev["num_prompts"]
-        prompts = [p.prompt_ids for p in eval_pairs[:n]]
-        texts, counts = generate(policy, tokenizer, prompts, ev["max_new_tokens"], ev["batch_size"], device)
-        baseline = cfg["start"]["baseline"]
-        baseline = json.loads(Path(baseline).read_text()) if baseline else None
-        metrics.update(generation_metrics([r["prompt"] for r in eval_rows[:n]], texts, counts, baseline))
-        generations = ([r["prompt"] for r in eval_rows[:n]], texts, counts, baseline)
-    if records is not None:
-        records.update(heldout_records(cfg["method"], cfg["hparams"], pol, ref, generations))
-    return metrics

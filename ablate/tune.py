@@ -16,8 +16,9 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from ablate import checkpoint, distributed
+from ablate import checkpoint, trial_config
 from ablate import spec as spec_mod
+from ablate.backends import deepspeed as deepspeed_backend
 from ablate.trial import run_trial
 
 TRIAL_KEY = "trial"
@@ -53,13 +54,11 @@ def trainable(config: dict) -> None:
     def report_checkpoint(metrics: dict, directory: str) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    if distributed.is_distributed(config[TRIAL_KEY]):  # Ray Train workers with DeepSpeed; starts over
-        distributed.run_distributed_trial(config[TRIAL_KEY], report=report, save_artifact=save_to_trial_dir)
+    cfg = trial_config.parse(config[TRIAL_KEY])
+    if cfg.distributed:  # Ray Train workers with DeepSpeed; a retry starts over
+        deepspeed_backend.run_distributed_trial(cfg, report=report, save_artifact=save_to_trial_dir)
         return
-    run_trial(
-        config[TRIAL_KEY], report=report, save_artifact=save_to_trial_dir,
-        report_checkpoint=report_checkpoint, resume=resume,
-    )  # fmt: skip
+    run_trial(cfg, report=report, save_artifact=save_to_trial_dir, report_checkpoint=report_checkpoint, resume=resume)
 
 
 def save_to_trial_dir(name: str, data: bytes) -> None:
@@ -91,7 +90,7 @@ def read_from_trial_dir(name: str) -> dict | None:
 def trial_resources(resources: dict) -> dict:
     """What Tune reserves per trial: the whole trial, or for multi-worker trials only their driver."""
     if resources.get("workers", 1) > 1:
-        return {"cpu": distributed.DRIVER_CPUS}
+        return {"cpu": deepspeed_backend.DRIVER_CPUS}
     return {"cpu": resources["cpus"], "gpu": resources["gpus"]}
 
 

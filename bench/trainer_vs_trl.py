@@ -57,7 +57,7 @@ def ablate_side(method: str, rows: list[dict], policy, ref_model, tokenizer, s: 
     from ablate import data as data_mod
     from ablate import preference, shared_prompt
     from ablate.evaluate import pair_logps
-    from ablate.train import TrainSettings, train
+    from ablate.train import AdamWStepper, Hooks, TrainSettings, total_steps, train
 
     t0 = now()
     tokenized = data_mod.tokenize_pairs(tokenizer, rows, s["max_length"], s["max_prompt_length"])
@@ -74,13 +74,18 @@ def ablate_side(method: str, rows: list[dict], policy, ref_model, tokenizer, s: 
         policy, objective, hparams, ref_model if method == "dpo" else None, ref_logps
     )
     share = shared_prompt.usable(policy, tokenized)
-    make_batches = preference.batch_maker(tokenized, pad, s["batch_size"], s["seed"], True, "cpu", share)
+
+    def batches_of(epoch: int) -> list[list[int]]:
+        return preference.batch_order(tokenized, s["batch_size"], s["seed"], epoch)
+
     settings = TrainSettings(
         learning_rate=s["learning_rate"], warmup_ratio=s["warmup_ratio"], max_grad_norm=s["max_grad_norm"],
         log_every=s["log_every"],
     )  # fmt: skip
+    collate = preference.collator(tokenized, pad, "cpu", share)
+    stepper = AdamWStepper(policy, loss_fn, settings, total_steps(batches_of, settings), collate)
     clock = StepClock()
-    result = train(policy, make_batches, loss_fn, settings, on_step=clock.tick)
+    result = train(stepper, batches_of, settings, Hooks(after_step=clock.tick))
     e2e = since(t0)
     shapes = [(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in tokenized]
     return {

@@ -10,12 +10,13 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ablate import data as data_mod
-from ablate import shared_prompt, warm
+from ablate import shared_prompt, worker_cache
 from ablate.data import IGNORE_INDEX, TokenizedPair, collate_pairs
 from ablate.evaluate import pair_logps
 from ablate.models import load_tokenizer
 from ablate.train import adamw, causal_mask, response_head, sequence_logps
 from ablate.trial import run_trial
+from ablate.trial_config import parse as parse_trial
 from tests.conftest import make_trial
 
 
@@ -127,32 +128,33 @@ def test_tokenized_data_is_cached_on_disk_and_reused(small_spec, start, tmp_path
     cfg = make_trial(small_spec, start, "simpo")
     cfg["cache_dir"] = str(tmp_path)
     tokenizer = load_tokenizer(start["path"])
-    warm._tokenized.clear()  # earlier trials in this process may have kept it
-    first = warm.tokenized_splits(cfg, tokenizer)
+    worker_cache._tokenized.clear()  # earlier trials in this process may have kept it
+    first = worker_cache.tokenized_splits(parse_trial(cfg), tokenizer)
     files = list((tmp_path / "tokenized").glob("*.json"))
     assert len(files) == 1
-    warm._tokenized.clear()  # a new worker process: only the disk cache is left
-    again = warm.tokenized_splits(cfg, tokenizer)
-    assert again[0] == first[0] and again[1] == first[1] and again[2] == first[2]
+    worker_cache._tokenized.clear()  # a new worker process: only the disk cache is left
+    again = worker_cache.tokenized_splits(parse_trial(cfg), tokenizer)
+    assert again.train == first.train and again.held_out == first.held_out
+    assert again.held_out_rows == first.held_out_rows
     train_rows, _ = data_mod.load_splits(cfg["data"])
     d = cfg["data"]
-    assert first[0] == data_mod.tokenize_pairs(tokenizer, train_rows, d["max_length"], d["max_prompt_length"])
+    assert first.train == data_mod.tokenize_pairs(tokenizer, train_rows, d["max_length"], d["max_prompt_length"])
     other = {**cfg, "data": {**cfg["data"], "max_length": cfg["data"]["max_length"] - 8}}
-    warm.tokenized_splits(other, tokenizer)
+    worker_cache.tokenized_splits(parse_trial(other), tokenizer)
     assert len(list((tmp_path / "tokenized").glob("*.json"))) == 2
-    assert json.loads(files[0].read_text())["eval_rows"] == first[2]
+    assert json.loads(files[0].read_text())["eval_rows"] == first.held_out_rows
 
 
 def test_cached_start_point_hands_out_independent_copies(start):
-    a = warm.load_model(start["path"], torch.device("cpu"))
-    b = warm.load_model(start["path"], torch.device("cpu"), trainable=False)
+    a = worker_cache.start_point_model(start["path"], torch.device("cpu"))
+    b = worker_cache.start_point_model(start["path"], torch.device("cpu"), trainable=False)
     assert a.training and all(p.requires_grad for p in a.parameters())
     assert not b.training and not any(p.requires_grad for p in b.parameters())
     before = copy.deepcopy(b.state_dict())
     with torch.no_grad():
         for p in a.parameters():
             p.add_(1.0)
-    c = warm.load_model(start["path"], torch.device("cpu"))
+    c = worker_cache.start_point_model(start["path"], torch.device("cpu"))
     for k, v in c.state_dict().items():
         assert torch.equal(v, before[k]), k
 
@@ -165,11 +167,11 @@ def test_trial_reports_its_start_up(small_spec, start):
 
 def test_worker_cache_keeps_one_start_point_in_each_dtype(start, tmp_path):
     # bf16 DPO loads a float32 policy and a bf16 reference from the same start point: both stay cached.
-    warm._models.clear()
-    warm.load_model(start["path"], torch.device("cpu"), torch.float32)
-    warm.load_model(start["path"], torch.device("cpu"), torch.bfloat16, trainable=False)
-    assert sorted(k[1] for k in warm._models) == ["torch.bfloat16", "torch.float32"]
+    worker_cache._models.clear()
+    worker_cache.start_point_model(start["path"], torch.device("cpu"), torch.float32)
+    worker_cache.start_point_model(start["path"], torch.device("cpu"), torch.bfloat16, trainable=False)
+    assert sorted(k[1] for k in worker_cache._models) == ["torch.bfloat16", "torch.float32"]
     other = tmp_path / "other-start"
     shutil.copytree(start["path"], other)
-    warm.load_model(str(other), torch.device("cpu"))  # another start point replaces them
-    assert [k[0] for k in warm._models] == [str(other)]
+    worker_cache.start_point_model(str(other), torch.device("cpu"))  # another start point replaces them
+    assert [k[0] for k in worker_cache._models] == [str(other)]

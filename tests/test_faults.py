@@ -283,7 +283,7 @@ def _write_until_killed(path: Path, atomic: bool, kills: int) -> int:
 
     import torch
 
-    from ablate.checkpoint import atomic_torch_save
+    from ablate.cache import atomic_torch_save
 
     big = torch.zeros(1 << 20)  # 4 MB: a write takes a few milliseconds
     torn = 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ablate import models, preference
-from ablate.train import TrainSettings, train
+from ablate.train import AdamWStepper, TrainSettings, train
 from ablate.trial import run_trial
 from tests.conftest import make_trial
 from tests.test_fast_paths import random_pairs, tiny_llama
@@ -21,11 +21,12 @@ def one_step(model, compute_dtype: torch.dtype) -> tuple[float, float]:
     and the fraction of the weights that changed at all."""
     before = [p.detach().float().clone() for p in model.parameters()]
     pairs = random_pairs(16)
-    make = preference.batch_maker(pairs, 0, 16, 0, True, "cpu")
     loss_fn = preference.loss_function(model, "simpo", {"beta": 2.0, "gamma": 1.0})
     settings = TrainSettings(learning_rate=LR, warmup_ratio=0.0, log_every=1)
     model.train()
-    train(model, make, loss_fn, settings, compute_dtype=compute_dtype)
+    collate = preference.collator(pairs, 0, "cpu")
+    stepper = AdamWStepper(model, loss_fn, settings, 1, collate, compute_dtype=compute_dtype)
+    train(stepper, lambda epoch: preference.batch_order(pairs, 16, 0, epoch), settings)
     diffs = [
         (p.detach().float() - b).abs().flatten() for p, b in zip(model.parameters(), before, strict=True)
     ]

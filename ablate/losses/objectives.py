@@ -1,62 +1,17 @@
-"""Preference-optimization objectives: SimPO and the baselines of the SimPO paper's Table 3.
+"""The objectives of the SimPO paper's Table 3 (arXiv:2405.14734), one documented function each.
 
-Every objective maps per-pair sequence log-probabilities to an *unreduced* per-pair loss and the
-method's implicit rewards for the chosen and the rejected response::
-
-    losses, chosen_rewards, rejected_rewards = preference_loss(
-        "simpo", chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, beta=2.0, gamma=1.0
-    )
-    loss = losses.mean()
-
-Conventions (x prompt, y_w chosen, y_l rejected, all tensors of shape [B]):
-
-* ``*_logps`` are log π(y|x), summed over the response tokens (prompt tokens masked out).
-* ``*_lengths`` are |y|, the response token counts (int or float); they are clamped to >= 1 before
-  any division, so an empty response cannot produce inf/nan.
-* avg(y) = log π(y|x) / |y| is the token-averaged log-likelihood, NLL_avg(y_w) = -avg(y_w).
-* Where a paper writes an SFT term "-λ·log π(y_w|x)" it is implemented as λ·NLL_avg(y_w), the
-  token-averaged negative log-likelihood of the chosen response, as TRL and the CPO/ORPO reference
-  code do. A zero weight skips the term entirely.
-* Rewards are each method's implicit reward r(x, y), used for held-out reward accuracy
-  (fraction of pairs with r(x, y_w) > r(x, y_l)). They never contain a margin (γ, δ, 1/(2τ),
-  R-DPO's α|y|), and they are detached from the graph.
-* Arithmetic is float32 (inputs are cast with ``.float()``), so bf16 inputs are safe; all
-  returned tensors are float32.
+All share one signature so that ``ablate.losses.preference_loss`` can dispatch uniformly;
+reference-free objectives accept and ignore the reference log-probs. Conventions: see
+``ablate.losses``.
 """
 
 from __future__ import annotations
-
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from numbers import Real
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 LossOutput = tuple[Tensor, Tensor, Tensor]
-
-__all__ = [
-    "LOSSES",
-    "METHOD_NAMES",
-    "LossSpec",
-    "cpo_loss",
-    "dpo_loss",
-    "ipo_loss",
-    "kto_loss",
-    "needs_reference",
-    "orpo_loss",
-    "preference_loss",
-    "rdpo_loss",
-    "rrhf_loss",
-    "sft_loss",
-    "simpo_loss",
-    "slic_hf_loss",
-    "validate_hparams",
-]
-
 
 # --------------------------------------------------------------------------------------------------
 # Shared helpers
@@ -113,7 +68,7 @@ def simpo_loss(
     length_normalize: bool = True,
     sft_weight: float = 0.0,
 ) -> LossOutput:
-    """SimPO (Meng et al., 2024), reference-free::
+    """SimPO (Meng et al., 2024, arXiv:2405.14734), reference-free::
 
         r(x, y) = β/|y| · log π(y|x)           (β · log π(y|x) if length_normalize=False: "w/o LN")
         loss    = -log σ( r(x, y_w) - r(x, y_l) - γ ) + sft_weight · NLL_avg(y_w)
@@ -143,7 +98,7 @@ def dpo_loss(
     *,
     beta: float = 0.1,
 ) -> LossOutput:
-    """DPO (Rafailov et al., 2023)::
+    """DPO (Rafailov et al., 2023, arXiv:2305.18290)::
 
         r(x, y) = β · ( log π(y|x) - log π_ref(y|x) )        (summed log-probs, no length term)
         loss    = -log σ( r(x, y_w) - r(x, y_l) )
@@ -166,7 +121,7 @@ def ipo_loss(
     *,
     tau: float = 0.1,
 ) -> LossOutput:
-    """IPO (Azar et al., 2023)::
+    """IPO (Azar et al., 2023, arXiv:2310.12036)::
 
         h    = ( log π(y_w|x) - log π_ref(y_w|x) ) - ( log π(y_l|x) - log π_ref(y_l|x) )
         loss = ( h - 1/(2τ) )²
@@ -192,7 +147,7 @@ def cpo_loss(
     beta: float = 0.1,
     sft_weight: float = 1.0,
 ) -> LossOutput:
-    """CPO (Xu et al., 2024), reference-free::
+    """CPO (Xu et al., 2024, arXiv:2401.08417), reference-free::
 
         r(x, y) = β · log π(y|x)                              (summed, not length-normalized)
         loss    = -log σ( r(x, y_w) - r(x, y_l) ) + sft_weight · NLL_avg(y_w)
@@ -219,7 +174,7 @@ def kto_loss(
     desirable_weight: float = 1.0,
     undesirable_weight: float = 1.0,
 ) -> LossOutput:
-    """KTO (Ethayarajh et al., 2024) on paired data (chosen = desirable, rejected = undesirable)::
+    """KTO (Ethayarajh et al., 2024, arXiv:2402.01306) on paired data (chosen = desirable, rejected = undesirable)::
 
         ρ(y)  = log π(y|x) - log π_ref(y|x)                   (summed log-ratio)
         z_ref = β · max(0, mean of the 2B values ρ(y_w), ρ(y_l) in the batch), no gradient
@@ -260,7 +215,7 @@ def orpo_loss(
     *,
     or_weight: float = 0.1,
 ) -> LossOutput:
-    """ORPO (Hong et al., 2024), reference-free::
+    """ORPO (Hong et al., 2024, arXiv:2403.07691), reference-free::
 
         p(y|x)  = exp( avg(y) ),  odds(y) = p / (1 - p)
         loss    = NLL_avg(y_w) - λ · log σ( log odds(y_w) - log odds(y_l) )
@@ -288,7 +243,7 @@ def rdpo_loss(
     beta: float = 0.1,
     alpha: float = 0.05,
 ) -> LossOutput:
-    """R-DPO (Park et al., 2024), DPO with a length regularizer::
+    """R-DPO (Park et al., 2024, arXiv:2403.19159), DPO with a length regularizer::
 
         r(x, y) = β · ( log π(y|x) - log π_ref(y|x) )
         loss    = -log σ( r(x, y_w) - r(x, y_l) + (α·|y_w| - α·|y_l|) )
@@ -315,7 +270,7 @@ def rrhf_loss(
     *,
     sft_weight: float = 1.0,
 ) -> LossOutput:
-    """RRHF (Yuan et al., 2023) on one pair, reference-free::
+    """RRHF (Yuan et al., 2023, arXiv:2304.05302) on one pair, reference-free::
 
         loss = max(0, -avg(y_w) + avg(y_l)) + λ · NLL_avg(y_w)
 
@@ -340,7 +295,7 @@ def slic_hf_loss(
     delta: float = 1.0,
     sft_weight: float = 0.1,
 ) -> LossOutput:
-    """SLiC-HF (Zhao et al., 2023), calibration hinge on *summed* log-probs, reference-free::
+    """SLiC-HF (Zhao et al., 2023, arXiv:2305.10425), calibration hinge on *summed* log-probs, reference-free::
 
         loss = max(0, δ - log π(y_w|x) + log π(y_l|x)) + λ · NLL_avg(y_w)
 
@@ -377,165 +332,3 @@ def sft_loss(
 # --------------------------------------------------------------------------------------------------
 # Registry and validation
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """One registered objective: its function, whether it needs π_ref, and its hyperparameters."""
-
-    fn: Callable[..., LossOutput]
-    reference: bool
-    defaults: dict[str, float | bool]
-    doc: str
-
-
-LOSSES: dict[str, LossSpec] = {
-    "simpo": LossSpec(
-        simpo_loss,
-        False,
-        {"beta": 2.0, "gamma": 1.0, "gamma_beta_ratio": 0.5, "length_normalize": True, "sft_weight": 0.0},
-        "SimPO: -log σ(β·avg_w - β·avg_l - γ), reference-free, length-normalized reward.",
-    ),
-    "dpo": LossSpec(dpo_loss, True, {"beta": 0.1}, "DPO: -log σ(β·Δ log-ratio) against π_ref."),
-    "ipo": LossSpec(ipo_loss, True, {"tau": 0.1}, "IPO: (Δ summed log-ratio - 1/(2τ))² against π_ref."),
-    "cpo": LossSpec(
-        cpo_loss, False, {"beta": 0.1, "sft_weight": 1.0}, "CPO: -log σ(β·Δ logp) + λ·NLL_avg(y_w)."
-    ),
-    "kto": LossSpec(
-        kto_loss,
-        True,
-        {"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0},
-        "KTO: prospect-theoretic sigmoid losses around a batch KL reference point.",
-    ),
-    "orpo": LossSpec(
-        orpo_loss, False, {"or_weight": 0.1}, "ORPO: NLL_avg(y_w) - λ·log σ(Δ log-odds of avg likelihood)."
-    ),
-    "rdpo": LossSpec(
-        rdpo_loss, True, {"beta": 0.1, "alpha": 0.05}, "R-DPO: DPO with a length term α·(|y_w| - |y_l|)."
-    ),
-    "rrhf": LossSpec(rrhf_loss, False, {"sft_weight": 1.0}, "RRHF: max(0, avg_l - avg_w) + λ·NLL_avg(y_w)."),
-    "slic_hf": LossSpec(
-        slic_hf_loss,
-        False,
-        {"delta": 1.0, "sft_weight": 0.1},
-        "SLiC-HF: max(0, δ - logp_w + logp_l) + λ·NLL_avg(y_w).",
-    ),
-    "sft": LossSpec(sft_loss, False, {}, "SFT: token-averaged NLL of the chosen response."),
-}
-
-METHOD_NAMES: tuple[str, ...] = tuple(LOSSES)
-
-_POSITIVE = ("beta", "tau")
-_NON_NEGATIVE = ("sft_weight", "or_weight", "desirable_weight", "undesirable_weight", "delta")
-_BOOL = ("length_normalize",)
-
-
-def _spec(method: str) -> LossSpec:
-    try:
-        return LOSSES[method]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown method {method!r}; known methods: {', '.join(METHOD_NAMES)}") from None
-
-
-def needs_reference(method: str) -> bool:
-    """Whether ``method`` needs reference-model log-probs (``ref_chosen_logps``/``ref_rejected_logps``)."""
-    return _spec(method).reference
-
-
-def validate_hparams(method: str, hparams: Mapping[str, Any]) -> dict[str, float | bool]:
-    """Check ``hparams`` for ``method`` and return them merged over the method's defaults.
-
-    Numbers are returned as ``float``. For SimPO, ``gamma`` (absolute margin) and
-    ``gamma_beta_ratio`` (γ/β, the SimPO repository's convention) are mutually exclusive; the
-    one given determines the other through the (merged) β, and if neither is given the default
-    absolute γ=1.0 is kept. Raises ``ValueError`` naming the method and the argument.
-    """
-    spec = _spec(method)
-    unknown = [name for name in hparams if name not in spec.defaults]
-    if unknown:
-        accepted = ", ".join(spec.defaults) or "none"
-        raise ValueError(
-            f"{method}: unknown hyperparameter {unknown[0]!r}; accepted hyperparameters: {accepted}"
-        )
-    merged: dict[str, float | bool] = dict(spec.defaults)
-    for name, value in hparams.items():
-        if name in _BOOL:
-            if not isinstance(value, bool):
-                raise ValueError(f"{method}: {name} must be a bool, got {type(value).__name__} {value!r}")
-            merged[name] = value
-            continue
-        if isinstance(value, bool) or not isinstance(value, Real):
-            raise ValueError(f"{method}: {name} must be a number, got {type(value).__name__} {value!r}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError(f"{method}: {name} must be finite, got {value}")
-        if name in _POSITIVE and value <= 0:
-            raise ValueError(f"{method}: {name} must be > 0, got {value}")
-        if name in _NON_NEGATIVE and value < 0:
-            raise ValueError(f"{method}: {name} must be >= 0, got {value}")
-        merged[name] = value
-    if "gamma_beta_ratio" in merged:
-        if "gamma" in hparams and "gamma_beta_ratio" in hparams:
-            raise ValueError(
-                f"{method}: pass either gamma or gamma_beta_ratio, not both "
-                f"(got gamma={hparams['gamma']!r}, gamma_beta_ratio={hparams['gamma_beta_ratio']!r})"
-            )
-        if "gamma_beta_ratio" in hparams:
-            merged["gamma"] = merged["gamma_beta_ratio"] * merged["beta"]
-        else:
-            merged["gamma_beta_ratio"] = merged["gamma"] / merged["beta"]
-    return merged
-
-
-def preference_loss(
-    method: str,
-    chosen_logps: Tensor,
-    rejected_logps: Tensor,
-    chosen_lengths: Tensor,
-    rejected_lengths: Tensor,
-    ref_chosen_logps: Tensor | None = None,
-    ref_rejected_logps: Tensor | None = None,
-    **hparams: Any,
-) -> LossOutput:
-    """Per-pair loss and implicit rewards of ``method`` (one of :data:`METHOD_NAMES`).
-
-    Args:
-        method: objective name, e.g. ``"simpo"`` or ``"dpo"``.
-        chosen_logps, rejected_logps: [B] summed response-token log-probs of the policy.
-        chosen_lengths, rejected_lengths: [B] response token counts (int or float).
-        ref_chosen_logps, ref_rejected_logps: [B] the same for π_ref; required when
-            :func:`needs_reference` is true, ignored otherwise.
-        **hparams: the method's hyperparameters by their paper names (see ``LOSSES[m].defaults``).
-
-    Returns:
-        ``(losses, chosen_rewards, rejected_rewards)``, float32 tensors of shape [B]; ``losses`` is
-        unreduced, the rewards are detached and contain no margin.
-
-    Raises:
-        ValueError: unknown method or hyperparameter, invalid value, missing reference log-probs,
-            or mismatched shapes; the message names the method and the argument.
-    """
-    spec = _spec(method)
-    params = validate_hparams(method, hparams)
-    params.pop("gamma_beta_ratio", None)  # resolved into gamma
-    tensors = {
-        "chosen_logps": chosen_logps,
-        "rejected_logps": rejected_logps,
-        "chosen_lengths": chosen_lengths,
-        "rejected_lengths": rejected_lengths,
-    }
-    if spec.reference:
-        tensors["ref_chosen_logps"] = ref_chosen_logps
-        tensors["ref_rejected_logps"] = ref_rejected_logps
-    for name, tensor in tensors.items():
-        if tensor is None:
-            raise ValueError(f"{method}: {name} is required (the method needs reference-model log-probs)")
-        if not isinstance(tensor, Tensor):
-            raise ValueError(f"{method}: {name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.shape != chosen_logps.shape:
-            raise ValueError(
-                f"{method}: {name} has shape {tuple(tensor.shape)}, "
-                f"expected {tuple(chosen_logps.shape)} like chosen_logps"
-            )
-    refs = (ref_chosen_logps, ref_rejected_logps)
-    return spec.fn(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, *refs, **params)

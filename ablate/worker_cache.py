@@ -1,4 +1,4 @@
-"""Per-worker and on-disk reuse across a sweep's trials: what every trial of a sweep loads the same.
+"""A reused worker's caches, in memory and on disk: what every trial of a sweep loads the same.
 
 * Tokenized data: a sweep's trials share one data set, so its tokenization is done once and kept
   on disk (JSON, keyed by the tokenizer's content and the data config) and in the worker's memory.
@@ -6,27 +6,41 @@
   start point in memory and hands each trial a copy instead of reading it from disk again; only
   models up to ``MODEL_CACHE_MAX_BYTES`` are kept, so a big model never costs a second copy in RAM.
 
-Ray-free, like ``ablate.trial``, which calls these instead of loading directly."""
+Ray-free; single-process trials (``ablate.backends.single``) load through these."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
-import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ablate import data as data_mod
 from ablate import models
+from ablate.cache import atomic_write_json, cache_key
 from ablate.data import TokenizedPair
-from ablate.startpoint import cache_key
+from ablate.trial_config import TrialConfig
 
 TOKENIZED_VERSION = 2
 MODEL_CACHE_MAX_BYTES = 1 << 30
 
-_tokenized: dict[str, tuple[list[TokenizedPair], list[TokenizedPair], list[dict]]] = {}
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A trial's tokenized data: training and held-out pairs, the held-out rows (their prompts, for
+    generation) and the counts of skipped and truncated pairs (``ablate.data.SKIP_COUNTS``)."""
+
+    train: list[TokenizedPair]
+    held_out: list[TokenizedPair]
+    held_out_rows: list[dict]
+    counts: dict[str, int]
+
+
+_tokenized: dict[str, Splits] = {}
 _models: dict[tuple, torch.nn.Module] = {}
 _too_big: set[tuple] = set()
 
@@ -51,13 +65,10 @@ def _source_stamp(data: dict) -> object:
     return None
 
 
-def tokenized_splits(
-    cfg: dict, tokenizer
-) -> tuple[list[TokenizedPair], list[TokenizedPair], list[dict], dict[str, int]]:
-    """Tokenized train and held-out pairs and the held-out rows, as ``ablate.trial.tokenized_splits``
-    makes them, and the counts of skipped and truncated pairs, from this process's memory, the sweep's
-    cache directory, or computed (then saved)."""
-    d = cfg["data"]
+def tokenized_splits(cfg: TrialConfig, tokenizer) -> Splits:
+    """The trial's data, tokenized once per data set and tokenizer, from this process's memory, the
+    sweep's cache directory, or computed (then saved)."""
+    d = cfg.data.model_dump()
     key = cache_key(
         {
             "v": TOKENIZED_VERSION,
@@ -67,11 +78,11 @@ def tokenized_splits(
         }
     )
     if key in _tokenized:
-        return _tokenized[key]
-    path = Path(cfg["cache_dir"]).expanduser() / "tokenized" / f"{key}.json"
+        return _copy(_tokenized[key])
+    path = Path(cfg.cache_dir).expanduser() / "tokenized" / f"{key}.json"
     if path.is_file():
         saved = json.loads(path.read_text())
-        out = (_pairs(saved["train"]), _pairs(saved["eval"]), saved["eval_rows"], saved["counts"])
+        out = Splits(_pairs(saved["train"]), _pairs(saved["eval"]), saved["eval_rows"], saved["counts"])
     else:
         counts = dict.fromkeys(data_mod.SKIP_COUNTS, 0)
         train_rows, eval_rows = data_mod.load_splits(d, counts)
@@ -81,12 +92,16 @@ def tokenized_splits(
                 tokenizer, rows, d["max_length"], d["max_prompt_length"], d["chat_template"], counts
             )
 
-        out = (tok(train_rows), tok(eval_rows), eval_rows, counts)
-        _save_json(
-            path, {"train": _lists(out[0]), "eval": _lists(out[1]), "eval_rows": eval_rows, "counts": counts}
+        out = Splits(tok(train_rows), tok(eval_rows), eval_rows, counts)
+        atomic_write_json(
+            path, {"train": _lists(out.train), "eval": _lists(out.held_out), "eval_rows": eval_rows, "counts": counts}
         )
     _tokenized[key] = out
-    return out
+    return _copy(out)
+
+
+def _copy(splits: Splits) -> Splits:
+    return replace(splits, counts=dict(splits.counts))  # a trial may add to its counts
 
 
 def _lists(pairs: list[TokenizedPair]) -> list[list[list[int]]]:
@@ -97,13 +112,6 @@ def _pairs(lists: list[list[list[int]]]) -> list[TokenizedPair]:
     return [TokenizedPair(*triple) for triple in lists]
 
 
-def _save_json(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":")))
-    os.replace(tmp, path)  # atomic: a concurrent trial reads either nothing or the whole file
-
-
 def _weights_stamp(path: str) -> object:
     p = Path(path).expanduser()
     if not p.is_dir():
@@ -111,7 +119,7 @@ def _weights_stamp(path: str) -> object:
     return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir() if f.is_file())
 
 
-def load_model(
+def start_point_model(
     name_or_path: str,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
@@ -119,7 +127,8 @@ def load_model(
     trainable: bool = True,
     gradient_checkpointing: bool = False,
 ) -> torch.nn.Module:
-    """``ablate.models.load_model``, from a pristine copy kept in this process when the model is small."""
+    """``ablate.models.load_model`` of the start point, from a pristine copy kept in this process when
+    the model is small (a reused worker reads it from disk once, not once per trial)."""
     key = (name_or_path, str(dtype), json.dumps(_weights_stamp(name_or_path), default=str))
     if trust_remote_code or key in _too_big:  # a model's own code may not survive a deep copy
         return models.load_model(

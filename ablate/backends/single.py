@@ -1,0 +1,80 @@
+"""A trial in one process: the policy trained by ``ablate.train.AdamWStepper`` in float32 master
+weights (autocast to the compute dtype), models loaded through the worker's cache."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+
+import psutil
+import torch
+
+from ablate import models, worker_cache
+from ablate.data import TokenizedPair
+from ablate.evaluate import PairLogps, generate, pair_logps
+from ablate.train import AdamWStepper, LossFn, TrainSettings
+from ablate.trial_config import TrialConfig
+
+
+class SingleProcess:
+    world, is_main, checkpoints = 1, True, True
+
+    def __init__(self, cfg: TrialConfig) -> None:
+        self.device = models.pick_device()
+        # ``dtype`` is what the forward passes compute in; the policy's weights stay in ``master_dtype``
+        # (float32 under bf16/fp16, mixed precision), frozen reference models are stored in ``dtype``.
+        self.dtype = models.pick_dtype(cfg.model.dtype, self.device)
+        torch.set_num_threads(max(1, int(cfg.resources.cpus)))
+
+    def compute(self) -> contextlib.AbstractContextManager:
+        return models.compute_context(self.device, self.dtype)
+
+    def load_policy(self, cfg: TrialConfig) -> torch.nn.Module:
+        m = cfg.model
+        return worker_cache.start_point_model(
+            cfg.start.path, self.device, models.master_dtype(self.dtype), m.trust_remote_code, True,
+            m.gradient_checkpointing,
+        )  # fmt: skip
+
+    def load_reference(self, cfg: TrialConfig) -> torch.nn.Module:
+        return worker_cache.start_point_model(
+            cfg.start.path, self.device, self.dtype, cfg.model.trust_remote_code, trainable=False
+        )
+
+    def stepper(
+        self,
+        policy: torch.nn.Module,
+        loss_for: Callable[[torch.nn.Module], LossFn],
+        settings: TrainSettings,
+        total_steps: int,
+        collate: Callable[[list[int]], dict[str, torch.Tensor]],
+        state: dict | None = None,
+    ) -> AdamWStepper:
+        return AdamWStepper(policy, loss_for(policy), settings, total_steps, collate, self.dtype, state)
+
+    def pair_logps(
+        self, model: torch.nn.Module, pairs: list[TokenizedPair], batch_size: int, pad_id: int
+    ) -> PairLogps:
+        return pair_logps(model, pairs, batch_size, pad_id, self.device)
+
+    def generate(
+        self, model: torch.nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int
+    ) -> tuple[list[str], list[int]]:
+        return generate(model, tokenizer, prompts, max_new_tokens, batch_size, self.device)
+
+    def reduce(self, values: list[float], op: str = "sum") -> list[float]:
+        return list(values)
+
+    def all_true(self, flag: bool) -> bool:
+        return flag
+
+    def barrier(self) -> None:
+        pass
+
+    def trial_metrics(self) -> dict:
+        # With process_started_at: whether the trial ran in a fresh worker process or a reused one.
+        return {"process_id": os.getpid(), "process_started_at": psutil.Process().create_time()}
+
+    def finish(self, tokenizer) -> dict:
+        return {}

@@ -1,0 +1,221 @@
+"""What the schema alone cannot check: hyperparameters per method, search spaces against the search,
+metric names against what trials report, the model directory, a local data file and a DeepSpeed file."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ablate import data as data_mod
+from ablate import dsconfig, losses, metrics
+from ablate.models import is_builtin, model_exists
+from ablate.spec.errors import SpecError, format_validation
+from ablate.spec.expand import grid_points, search_plan
+from ablate.spec.schema import DataConfig, MethodEntry, Space, SweepSpec, TrainingConfig
+
+
+def check_semantics(path: Path, spec: SweepSpec) -> SweepSpec:
+    """What the schema alone cannot check: each method's hyperparameters, the spaces against the search,
+    metric names against what trials report, and that the model and data file exist. Returns the spec
+    with a user's DeepSpeed file resolved to an absolute path."""
+    for i, entry in enumerate(spec.methods):
+        for point in grid_points(entry.hparams):
+            try:
+                losses.validate_hparams(entry.method, point)
+            except ValueError as e:
+                raise SpecError(
+                    f"{path}: methods.{i}.hparams: {e}. Fix the value or remove the key."
+                ) from None
+        for point in grid_points(entry.training):
+            try:
+                TrainingConfig.model_validate({**spec.training.model_dump(), **point})
+            except ValidationError as e:
+                raise SpecError(
+                    format_validation(path, e, ("methods", i, "training"), keys_at=("training",))
+                ) from None
+        _check_spaces(path, spec, i, entry)
+    _check_search(path, spec)
+    _check_metrics(path, spec)
+    spec = check_deepspeed(path, spec)
+    if not is_builtin(spec.model.name_or_path) and not model_exists(spec.model.name_or_path):
+        raise SpecError(
+            f"{path}: model.name_or_path: {spec.model.name_or_path!r} is not a model directory (no config.json). "
+            "Give a local directory saved with save_pretrained, a hub id, or builtin:tiny."
+        )
+    _check_data_file(path, spec.data)
+    return spec
+
+
+def _check_spaces(path: Path, spec: SweepSpec, i: int, entry: MethodEntry) -> None:
+    for section in ("hparams", "training"):
+        for key, value in getattr(entry, section).items():
+            if not isinstance(value, Space):
+                continue
+            where = f"{path}: methods.{i}.{section}.{key}"
+            if spec.search == "grid" and value.kind not in ("grid", "choice"):
+                raise SpecError(
+                    f"{where}: a {value.kind} range cannot be enumerated by grid search. "
+                    "Use `grid: [...]` or set `search: random` / `search: optuna` with `num_samples`."
+                )
+            if (
+                section == "training"
+                and value.kind in ("uniform", "loguniform")
+                and TrainingConfig.model_fields[key].annotation is not float
+            ):
+                raise SpecError(
+                    f"{where}: training.{key} takes whole numbers, which a {value.kind} range does not draw. "
+                    f"Write `randint: [{int(value.values[0])}, {int(value.values[1])}]` (both ends included)."
+                )
+            if spec.search != "grid" and value.kind == "grid":
+                raise SpecError(
+                    f"{where}: `grid` enumerates values for `search: grid`; with `search: {spec.search}` "
+                    f"write `choice: {list(value.values)}` to sample among them, or set `search: grid`."
+                )
+
+
+def _check_search(path: Path, spec: SweepSpec) -> None:
+    if spec.data.task_grid and spec.search != "grid":
+        raise SpecError(
+            f"{path}: data.task_grid: sweeping task knobs needs `search: grid`; run one {spec.search} sweep per "
+            "task value instead (set data.task.<knob>)."
+        )
+    if spec.data.task_grid and not spec.data.source.startswith("builtin:"):
+        raise SpecError(f"{path}: data.task_grid: task knobs exist only for data.source: builtin:synthetic.")
+    if spec.search == "grid":
+        if spec.num_samples is not None:
+            raise SpecError(
+                f"{path}: num_samples: grid search runs every grid point once per seed, so num_samples "
+                "does not apply. Remove it (repeat with `seeds: [0, 1, 2]`), or set `search: random` / "
+                "`search: optuna`."
+            )
+        return
+    if spec.num_samples is None:
+        raise SpecError(
+            f"{path}: num_samples: `search: {spec.search}` needs the number of trials per method entry, "
+            "e.g. `num_samples: 16`."
+        )
+    if not any(e.spaces for e in search_plan(spec)):
+        raise SpecError(
+            f"{path}: search: `search: {spec.search}` but no hyperparameter is a range or choice. Give one, "
+            "e.g. `hparams: {beta: {uniform: [1.0, 4.0]}}`, or set `search: grid`."
+        )
+
+
+def _metric_problem(spec: SweepSpec, metric: str, during_training: bool) -> str | None:
+    """Why no trial of this sweep reports ``metric`` (at the time it is needed), or None."""
+    reported = set(metrics.TRAINING)
+    if spec.evaluation.every_steps:
+        reported |= set(metrics.PERIODIC_EVAL)
+    if during_training:
+        if metric in reported:
+            return None
+        if metric in metrics.PERIODIC_EVAL:
+            return (
+                f"{metric!r} is reported during training only with held-out evaluation every few steps; "
+                "add `evaluation: {every_steps: 10}`"
+            )
+        if metric in metrics.ALL:
+            return (
+                f"{metric!r} is reported only when a trial ends, so early stopping cannot compare trials on "
+                f"it; use one reported during training: {', '.join(sorted(reported | set(metrics.PERIODIC_EVAL)))}"
+                + ("" if spec.evaluation.every_steps else " (reward_* with `evaluation.every_steps`)")
+            )
+    else:
+        if metric in metrics.GENERATION + metrics.ORACLE and not spec.evaluation.generate:
+            return f"{metric!r} is reported only with `evaluation.generate: true`"
+        if metric in metrics.ORACLE and spec.data.source != "builtin:synthetic":
+            return f"{metric!r} needs the built-in task's oracle (`data.source: builtin:synthetic`)"
+        if metric in metrics.ALL:
+            return None
+    hint = difflib.get_close_matches(metric, metrics.ALL, n=1)
+    return (
+        f"no trial reports {metric!r}"
+        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        + f"; metrics: {', '.join(metrics.ALL)}"
+    )
+
+
+def scheduler_metric(spec: SweepSpec) -> tuple[str, str]:
+    """The metric and mode the early-stopping scheduler compares trials on."""
+    s = spec.scheduler
+    metric = s.metric or spec.metric
+    mode = s.mode or (spec.mode if metric == spec.metric else metrics.natural_mode(metric))
+    return metric, mode
+
+
+def _check_metrics(path: Path, spec: SweepSpec) -> None:
+    problem = _metric_problem(spec, spec.metric, during_training=False)
+    if problem:
+        raise SpecError(f"{path}: metric: {problem}. Write one of the metrics a trial reports.")
+    if spec.scheduler.type != "none":
+        metric, _ = scheduler_metric(spec)
+        problem = _metric_problem(spec, metric, during_training=True)
+        if problem:
+            field = "scheduler.metric" if spec.scheduler.metric else "scheduler.metric (default: `metric`)"
+            raise SpecError(f"{path}: {field}: {problem}.")
+
+
+def _check_data_file(path: Path, data: DataConfig) -> None:
+    """A local data file must exist and have the prompt/chosen/rejected fields: checked before launching."""
+    source = Path(data.source).expanduser()
+    if data.source.startswith("builtin:") or source.suffix not in data_mod.LOCAL_FORMATS:
+        return  # the built-in task, or a hub id (not checked offline)
+    if not source.is_file():
+        raise SpecError(
+            f"{path}: data.source: {data.source!r} does not exist. Give an existing .jsonl/.json/.parquet "
+            "file, a hub dataset id, or builtin:synthetic."
+        )
+    try:
+        columns = data_mod.file_columns(source)
+    except data_mod.DataError as e:
+        raise SpecError(f"{path}: data.source: {e}.") from None
+    missing = [f for f in data.fields if f not in columns]
+    if missing:
+        raise SpecError(
+            f"{path}: data.source: {data.source} has no field(s) {missing}; its fields are {columns}. "
+            "Rename the columns, or map them with `data.fields: [<prompt>, <chosen>, <rejected>]`."
+        )
+
+
+def check_deepspeed(path: Path, spec: SweepSpec) -> SweepSpec:
+    """A ``deepspeed`` section needs several workers; a user's DeepSpeed file must exist and agree with the
+    sweep. Returns the spec with that file's absolute path (trials read it from any working directory)."""
+    if spec.deepspeed is None:
+        return spec
+    if spec.resources.workers == 1:
+        raise SpecError(
+            f"{path}: deepspeed: applies to multi-worker trials, but resources.workers is 1. "
+            "Set resources.workers (e.g. 8 with gpus_per_worker: 1) or remove the deepspeed section."
+        )
+    if spec.deepspeed.config is None:
+        return spec
+    file = Path(spec.deepspeed.config).expanduser()
+    file = file if file.is_absolute() else path.parent / file
+    try:
+        user = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpecError(
+            f"{path}: deepspeed.config: cannot read {file} as a JSON DeepSpeed config ({e}). "
+            "Give the path of a JSON file, relative to the sweep file or absolute."
+        ) from None
+    if not isinstance(user, dict):
+        raise SpecError(
+            f"{path}: deepspeed.config: {file} is not a JSON object. Write a DeepSpeed config object."
+        )
+    for i, entry in enumerate(spec.methods):
+        for point in grid_points(entry.training):
+            training = {**spec.training.model_dump(), **point}
+            try:
+                dsconfig.merged(
+                    user,
+                    dsconfig.generated(
+                        training, spec.deepspeed.model_dump(), spec.resources.workers, "float32", False
+                    ),
+                )
+            except dsconfig.DeepSpeedConfigError as e:
+                raise SpecError(f"{path}: deepspeed.config ({file}, for methods.{i}): {e}.") from None
+    section = spec.deepspeed.model_copy(update={"config": str(file.resolve())})
+    return spec.model_copy(update={"deepspeed": section})

@@ -1,0 +1,149 @@
+"""Expansion of a sweep spec into trial configs: method entries x grid points x task points x seeds,
+and the search plan of random / optuna sweeps (whose trials are drawn while the sweep runs).
+
+A trial config is the plain dict Ray Tune stores as the trial's ``params.json``; ``ablate.trial_config``
+parses it into a typed, frozen ``TrialConfig``."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ablate import losses
+from ablate.spec.schema import DeepSpeedSection, MethodEntry, Space, SweepSpec, Value, task_points
+
+
+def deepspeed_settings(spec: SweepSpec) -> dict[str, Any] | None:
+    """The trial configs' ``deepspeed`` entry: the section, with the user's JSON file inlined (workers need no file)."""
+    if spec.resources.workers == 1:
+        return None
+    section = spec.deepspeed or DeepSpeedSection()
+    user = json.loads(Path(section.config).read_text(encoding="utf-8")) if section.config else None
+    return {**section.model_dump(), "user_config": user}
+
+
+def grid_points(values: dict[str, Value]) -> list[dict[str, Any]]:
+    """Cartesian product of the grid/choice values; fixed values pass through; ranges give both ends
+    (only validation sees ranges: grid search refuses them)."""
+    keys = list(values)
+    options = []
+    for k in keys:
+        v = values[k]
+        if isinstance(v, Space):
+            options.append(list(v.values))
+        else:
+            options.append([v])
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*options)]
+
+
+def setting_key(hparams: dict[str, Any], training: dict[str, Any]) -> str:
+    """A readable, stable name of one setting (hyperparameters and training overrides)."""
+    parts = [f"{k}={hparams[k]}" for k in sorted(hparams)] + [f"{k}={training[k]}" for k in sorted(training)]
+    return ",".join(parts) or "default"
+
+
+def expand(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Trial configs: every method entry x its grid points x seeds, in file order."""
+    trials = []
+    shared = {
+        "sweep": spec.name,
+        "model": spec.model.model_dump(),
+        "data": spec.data.model_dump(),
+        "evaluation": spec.evaluation.model_dump(),
+        "cache_dir": spec.cache_dir,
+        "resources": spec.resources.model_dump(),
+        "deepspeed": deepspeed_settings(spec),
+        "metric": spec.metric,  # recorded for the report's best-setting rule
+        "mode": spec.mode,
+    }
+    data = spec.data.model_dump()
+    for task in task_points(spec.data):
+        # A swept task knob is part of the setting's name, so the report keeps its values apart.
+        knobs = ",".join(f"{k}={task[k]}" for k in spec.data.task_grid)
+        for entry in spec.methods:
+            for hp in grid_points(entry.hparams):
+                for tr in grid_points(entry.training):
+                    full_hp = losses.validate_hparams(entry.method, hp)
+                    full_hp.pop("gamma_beta_ratio", None)  # resolved into gamma; passing both is an error
+                    setting = setting_key(hp, tr)
+                    if knobs:
+                        setting = knobs if setting == "default" else f"{knobs},{setting}"
+                    for seed in spec.seeds:
+                        trials.append(
+                            {
+                                **shared,
+                                "data": {**data, "task": task},
+                                "label": entry.label,
+                                "method": entry.method,
+                                "hparams": full_hp,
+                                "setting": setting,
+                                "reference": entry.reference
+                                if losses.needs_reference(entry.method)
+                                else None,
+                                "training": {**spec.training.model_dump(), **tr},
+                                "seed": seed,
+                                "index": len(trials),
+                            }
+                        )
+    return trials
+
+
+@dataclass
+class SearchEntry:
+    """One method entry of a random / optuna sweep: its spaces and how many trials it gets."""
+
+    position: int  # in the sweep file's `methods`
+    entry: MethodEntry
+    spaces: dict[str, Space]  # "hparams.beta", "training.learning_rate", ... -> its space
+    trials: int  # num_samples; one per seed when nothing is searched (a fixed baseline)
+
+
+def search_plan(spec: SweepSpec) -> list[SearchEntry]:
+    plan = []
+    for i, entry in enumerate(spec.methods):
+        spaces = {
+            f"{section}.{key}": value
+            for section in ("hparams", "training")
+            for key, value in getattr(entry, section).items()
+            if isinstance(value, Space)
+        }
+        plan.append(SearchEntry(i, entry, spaces, (spec.num_samples or 1) if spaces else len(spec.seeds)))
+    return plan
+
+
+def search_order(plan: list[SearchEntry]) -> list[tuple[int, int]]:
+    """(plan position, sample number) of each trial in the order they are suggested: entries interleaved,
+    so a sweep cut short by a budget or an interruption has tried every method."""
+    order = []
+    for k in range(max(e.trials for e in plan)):
+        order += [(j, k) for j, e in enumerate(plan) if k < e.trials]
+    return order
+
+
+def sampled_seed(spec: SweepSpec, sample_number: int) -> int:
+    """Seeds are not searched: draw k of an entry trains with seeds[k mod len(seeds)]."""
+    return spec.seeds[sample_number % len(spec.seeds)]
+
+
+def sampled_trial(
+    spec: SweepSpec, entry: SearchEntry, sample: dict[str, Any], sample_number: int, index: int
+) -> dict[str, Any]:
+    """The trial config of one draw (``sample``: space path -> value), made by ``expand`` like a grid
+    trial's. Drawn floats are rounded to 4 significant digits so ``setting`` names the values used."""
+    hp, tr = dict(entry.entry.hparams), dict(entry.entry.training)
+    for path, value in sample.items():
+        section, key = path.split(".", 1)
+        if isinstance(value, float):
+            value = float(f"{value:.4g}")
+        (hp if section == "hparams" else tr)[key] = value
+    one = entry.entry.model_copy(update={"hparams": hp, "training": tr})
+    trial = expand(spec.model_copy(update={"methods": [one], "seeds": [sampled_seed(spec, sample_number)]}))[
+        0
+    ]
+    trial["index"] = index
+    return trial
+
+
