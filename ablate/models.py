@@ -136,15 +136,16 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(
         name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
     )
-    model.to(device)
-    if trainable:
-        model.train()
-        if gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-            model.config.use_cache = False
-    else:
-        model.eval()
-        model.requires_grad_(False)
+    return prepare(model.to(device), trainable, gradient_checkpointing)
+
+
+def prepare(model: torch.nn.Module, trainable: bool, gradient_checkpointing: bool = False) -> torch.nn.Module:
+    """A loaded model made trainable (train mode, optionally gradient checkpointing), or frozen in eval mode."""
+    model.requires_grad_(trainable)
+    model.train(trainable)
+    if trainable and gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
     return model
 
 

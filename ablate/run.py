@@ -10,10 +10,12 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
 
+from ablate import plan as plan_mod
 from ablate import spec as spec_mod
-from ablate.spec import SpecError
+from ablate.cache import cache_key
+from ablate.plan import SweepPlan
+from ablate.spec import SpecError, SweepSpec
 
 EXIT_BAD_INPUT = 2
 
@@ -36,24 +38,27 @@ def _resources(res: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in res.items())
 
 
-def _scheduler_line(spec) -> str:
-    if spec.scheduler.type == "none":
+def _scheduler_line(plan: SweepPlan) -> str:
+    s = plan.scheduler
+    if s is None:
         return "scheduler: none (every trial runs to the end)"
-    metric, mode = spec_mod.scheduler_metric(spec)
-    s = spec.scheduler
     return (
-        f"scheduler: {s.type} on {metric} ({mode}), grace period {s.grace_period} steps, "
+        f"scheduler: asha on {s.metric} ({s.mode}), grace period {s.grace_period} steps, "
         f"reduction factor {s.reduction_factor:g}"
     )
 
 
-def print_dry_run(trials: list[dict]) -> None:
+def print_dry_run(plan: SweepPlan) -> None:
+    """The plan: a grid sweep's trials one per line, or a search's entries; last line ``N trials``."""
+    if plan.search:
+        print_search_dry_run(plan)
+        return
     print(f"{'#':>3}  {'method':<14} {'label':<16} {'setting':<44} {'seed':>4}  resources")
-    for t in trials:
+    for t in plan.trials:
         print(
             f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  {describe_resources(t)}"
         )
-    print(f"{len(trials)} trials")
+    print(f"{plan.total} trials")
 
 
 def _space_text(space) -> str:
@@ -62,18 +67,18 @@ def _space_text(space) -> str:
     return f"{space.kind}({space.values[0]:g}, {space.values[1]:g})"
 
 
-def print_search_dry_run(spec) -> None:
+def print_search_dry_run(plan: SweepPlan) -> None:
     """A random / optuna sweep's trials are drawn while it runs: show per method entry what is fixed,
     what is searched and how many trials it gets, and the seeds the draws cycle through."""
-    plan = spec_mod.search_plan(spec)
+    spec = plan.spec
     sampler = {"random": "Optuna RandomSampler", "optuna": "Optuna TPESampler"}[spec.search]
     print(
         f"search: {spec.search} ({sampler}, seed {spec.search_seed}) on {spec.metric} ({spec.mode}), "
         f"num_samples {spec.num_samples} per method entry with a search space"
     )
-    print(_scheduler_line(spec))
+    print(_scheduler_line(plan))
     print(f"{'#':>3}  {'method':<8} {'label':<16} {'trials':>6}  {'seeds':<28} resources")
-    for e in plan:
+    for e in plan.search:
         fixed = spec_mod.setting_key(
             {k: v for k, v in e.entry.hparams.items() if f"hparams.{k}" not in e.spaces},
             {k: v for k, v in e.entry.training.items() if f"training.{k}" not in e.spaces},
@@ -81,12 +86,12 @@ def print_search_dry_run(spec) -> None:
         seeds = ",".join(str(spec_mod.sampled_seed(spec, k)) for k in range(min(e.trials, len(spec.seeds))))
         if e.spaces and len(spec.seeds) > 1:
             seeds += f" (draw k: seeds[k % {len(spec.seeds)}])"
-        res = _resources(spec.resources.model_dump())
+        res = _resources(plan.resources)
         print(f"{e.position:>3}  {e.entry.method:<8} {e.entry.label:<16} {e.trials:>6}  {seeds:<28} {res}")
         for path, space in e.spaces.items():
             print(f"{'':>5}searched  {path.split('.', 1)[1]} ~ {_space_text(space)}")
         print(f"{'':>5}fixed     {fixed}")
-    print(f"{sum(e.trials for e in plan)} trials")
+    print(f"{plan.total} trials")
 
 
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + SETTINGS
@@ -170,8 +175,38 @@ def check_data(sweep: str, spec) -> bool:
     return True
 
 
-def trials_cache_dir(spec) -> str:
-    return str(Path(spec.cache_dir).expanduser().resolve())
+def load(args: argparse.Namespace) -> SweepSpec:
+    """The validated sweep file, with ``--storage`` applied; ``SpecError`` on bad input."""
+    spec = spec_mod.load_sweep(args.sweep)
+    if args.storage:
+        spec = spec.model_copy(update={"storage": args.storage})
+    if spec.model.trust_remote_code:
+        print(
+            f"warning: {args.sweep}: model.trust_remote_code is true: Python code shipped with "
+            f"{spec.model.name_or_path!r} will be imported and run by every trial that loads it. "
+            "Set it only for a model whose code you have read; the default is false.",
+            file=sys.stderr,
+        )
+    return spec
+
+
+def storage_problem(args: argparse.Namespace, spec: SweepSpec, tune) -> str | None:
+    """Why the sweep's storage does not fit ``--resume`` / ``--overwrite``; deletes it for ``--overwrite``."""
+    where = tune.experiment_path(spec.storage, spec.name)
+    exists = tune.exists(spec.storage, spec.name)
+    if exists and not args.resume:
+        if not args.overwrite:
+            return (
+                f"{args.sweep}: name: a sweep called {spec.name!r} already exists at {where}. Pass --resume to "
+                "continue it, --overwrite to delete it and start again, or change `name`."
+            )
+        tune.delete_experiment(spec.storage, spec.name)
+    if args.resume and not exists:
+        return (
+            f"{args.sweep}: --resume: there is no sweep {spec.name!r} to resume at {where}. Run without "
+            "--resume to start it (or check `name` and `storage`)."
+        )
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,27 +218,15 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m ablate.run SWEEP.yaml [options]; see --help", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        spec = spec_mod.load_sweep(args.sweep)
-        if args.storage:
-            spec = spec.model_copy(update={"storage": args.storage})
-        trials = spec_mod.expand(spec) if spec.search == "grid" else []
+        spec = load(args)
+        plan = plan_mod.build(spec)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if spec.model.trust_remote_code:
-        print(
-            f"warning: {args.sweep}: model.trust_remote_code is true: Python code shipped with "
-            f"{spec.model.name_or_path!r} will be imported and run by every trial that loads it. "
-            "Set it only for a model whose code you have read; the default is false.",
-            file=sys.stderr,
-        )
     if not check_data(args.sweep, spec):
         return EXIT_BAD_INPUT
     if args.dry_run:
-        if spec.search == "grid":
-            print_dry_run(trials)
-        else:
-            print_search_dry_run(spec)
+        print_dry_run(plan)
         return 0
     problem = check_address(args.address)
     if problem:
@@ -211,28 +234,17 @@ def main(argv: list[str] | None = None) -> int:
               "GCS address (host:port, e.g. 10.0.0.1:6379, as printed by `ray start --head`) or omit "
               "--address to run on a local Ray.", file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
+    return launch(args, plan)
 
+
+def launch(args: argparse.Namespace, plan: SweepPlan) -> int:
+    """Connect to Ray, prepare the start points, run the plan, print the summary."""
     from ablate import startpoint, tune  # heavy imports only when launching
 
-    if tune.exists(spec.storage, spec.name) and not args.resume:
-        if not args.overwrite:
-            print(
-                f"error: {args.sweep}: name: a sweep called {spec.name!r} already exists at "
-                f"{tune.experiment_path(spec.storage, spec.name)}. Pass --resume to continue it, --overwrite "
-                "to delete it and start again, or change `name`.",
-                file=sys.stderr,
-            )
-            return EXIT_BAD_INPUT
-        tune.delete_experiment(spec.storage, spec.name)
-    if args.resume and not tune.exists(spec.storage, spec.name):
-        print(
-            f"error: {args.sweep}: --resume: there is no sweep {spec.name!r} to resume at "
-            f"{tune.experiment_path(spec.storage, spec.name)}. Run without --resume to start it (or check "
-            "`name` and `storage`).",
-            file=sys.stderr,
-        )
+    problem = storage_problem(args, plan.spec, tune)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
-
     t0 = time.time()
     try:  # before the SFT start point, so a wrong address costs no training
         tune.connect(args.address)
@@ -241,41 +253,19 @@ def main(argv: list[str] | None = None) -> int:
               "Check the address (host:port of the head's GCS, e.g. 10.0.0.1:6379) or omit it to run locally.",
               file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
+    spec = plan.spec
     starts: dict[str, dict] = {}  # one start point (and SFT baseline) per task config of the sweep
 
     def start_for(data: dict) -> dict:
-        key = startpoint.cache_key(data)
+        key = cache_key(data)
         if key not in starts:
-            starts[key] = startpoint.prepare(
-                spec.model.model_dump(),
-                data,
-                spec.sft.model_dump(),
-                spec.evaluation.model_dump(),
-                spec.cache_dir,
-            )
+            starts[key] = startpoint.prepare(spec.model.model_dump(), data, spec.sft.model_dump(),
+                                             spec.evaluation.model_dump(), spec.cache_dir)  # fmt: skip
         return starts[key]
 
-    for t in trials:
-        t["start"] = start_for(t["data"])
-        t["cache_dir"] = trials_cache_dir(spec)
-    searcher = None
-    if spec.search != "grid":
-        start = start_for(spec.data.model_dump())
-        searcher = tune.SweepSearcher(spec, {"start": start, "cache_dir": trials_cache_dir(spec)})
-    total = searcher.total if searcher else len(trials)
-    print(f"Sweep {spec.name}: {total} trials ({spec.search}){' (resumed)' if args.resume else ''}")
-    outcome = tune.run(
-        trials,
-        spec.name,
-        spec.storage,
-        spec.resources.model_dump(),
-        spec.max_concurrent,
-        spec.max_failures,
-        args.resume,
-        searcher=searcher,
-        scheduler=tune.make_scheduler(spec),
-        reuse_actors=spec.reuse_workers,
-    )
+    plan = plan.with_start(start_for)
+    print(f"Sweep {spec.name}: {plan.total} trials ({spec.search}){' (resumed)' if args.resume else ''}")
+    outcome = tune.run(plan, resume=args.resume)
     summarize(outcome, spec.metric, spec.mode)
     print(f"Wall time: {time.time() - t0:.1f}s")
     return 0 if outcome.finished else 1

@@ -21,7 +21,7 @@ import torch
 
 from ablate import checkpoint as ckpt_mod
 from ablate import evaluate, faults, models, preference, reference, shared_prompt, trial_config, worker_cache
-from ablate.backends import Backend
+from ablate.backends import Backend, StepperSetup
 from ablate.backends.single import SingleProcess
 from ablate.train import Diverged, Hooks, Stepper, TrainSettings, total_steps, train
 from ablate.trial_config import TrialConfig
@@ -170,7 +170,7 @@ def train_policy(
 
     collate = preference.collator(splits.train, pad, backend.device, shared_prompt.usable(policy, splits.train))
     total = total_steps(batches_of, settings)
-    stepper = backend.stepper(policy, loss_for, settings, total, collate, prior.train_state)
+    stepper = backend.stepper(policy, StepperSetup(loss_for, settings, total, collate, prior.train_state))
     logger = StepLogger(cfg, backend, stepper, ref, splits, pad, reporter, prior, clock, total)
     hooks = Hooks(before_step=faulty.before_step, after_step=clock.after_step, on_log=logger.on_log)
     try:

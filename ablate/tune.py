@@ -19,6 +19,7 @@ from ray.tune.search import Searcher
 from ablate import checkpoint, trial_config
 from ablate import spec as spec_mod
 from ablate.backends import deepspeed as deepspeed_backend
+from ablate.plan import SweepPlan
 from ablate.trial import run_trial
 
 TRIAL_KEY = "trial"
@@ -188,10 +189,11 @@ class SweepSearcher(Searcher):
     is pickled by Tune with the experiment state into the sweep's storage (``searcher-state-*.pkl``),
     so ``--resume`` continues the same studies instead of starting new ones."""
 
-    def __init__(self, spec: spec_mod.SweepSpec, extra: dict) -> None:
+    def __init__(self, plan: SweepPlan) -> None:
+        spec = plan.spec
         super().__init__(metric=spec.metric, mode=spec.mode)
-        self._spec, self._extra = spec, extra
-        self._plan = spec_mod.search_plan(spec)
+        self._spec, self._extra = spec, plan.trial_extra
+        self._plan = plan.search
         self._order = spec_mod.search_order(self._plan)
         self._studies = {j: self._study(j, e) for j, e in enumerate(self._plan) if e.spaces}
         self._next = 0
@@ -253,19 +255,19 @@ class SweepSearcher(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
-def make_scheduler(spec: spec_mod.SweepSpec):
+def make_scheduler(plan: SweepPlan):
     """ASHA on a metric trials report during training, with the training step as its clock."""
-    if spec.scheduler.type == "none":
+    s = plan.scheduler
+    if s is None:
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    metric, mode = spec_mod.scheduler_metric(spec)
     return ASHAScheduler(
         time_attr="step",
-        metric=metric,
-        mode=mode,
-        grace_period=spec.scheduler.grace_period,
-        reduction_factor=spec.scheduler.reduction_factor,
+        metric=s.metric,
+        mode=s.mode,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
         max_t=10**6,  # no cap: a trial's step count is only known once its data are loaded
         stop_last_trials=False,
     )
@@ -289,52 +291,41 @@ def connect(address: str | None) -> None:
     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
-def run(
-    trials: list[dict],
-    name: str,
-    storage: str,
-    resources: dict,
-    max_concurrent: int | None,
-    max_failures: int,
-    resume: bool = False,
-    log=print,
-    searcher: SweepSearcher | None = None,
-    scheduler=None,
-    reuse_actors: bool = True,
-) -> SweepOutcome:
-    """Run (or with ``resume`` continue) a sweep: grid ``trials``, or the draws of ``searcher``.
-    ``reuse_actors``: a worker process runs trial after trial, so imports, the start point and the
-    tokenized data are loaded once per worker, not per trial."""
-    path = experiment_path(storage, name)
+def run(plan: SweepPlan, resume: bool = False, log=print) -> SweepOutcome:
+    """Run (or with ``resume`` continue) a sweep's plan: its grid trials, or the draws of its search.
+    With ``reuse_workers`` (the default) a worker process runs trial after trial, so imports, the
+    start point and the tokenized data are loaded once per worker, not per trial."""
+    spec = plan.spec
+    path = experiment_path(spec.storage, spec.name)
     # Keeping KEEP_CHECKPOINTS per trial makes Ray snapshot the sweep state after that many checkpoints
     # (so it never points at a deleted one); with short trials it then warns about frequent snapshots.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # ablate.spec checks every metric name before launch; trials report held-out metrics only on some
     # rows, which Tune's per-result check would reject.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    wrapped = tune.with_resources(trainable, trial_resources(resources))
-    progress = Progress(searcher.total if searcher else len(trials), log)
+    wrapped = tune.with_resources(trainable, trial_resources(plan.resources))
+    searcher = SweepSearcher(plan) if plan.search else None
     run_config = tune.RunConfig(
-        name=name,
-        storage_path=storage_uri(storage),
-        failure_config=tune.FailureConfig(max_failures=max_failures),
+        name=spec.name,
+        storage_path=storage_uri(spec.storage),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         verbose=0,
-        callbacks=[progress],
+        callbacks=[Progress(plan.total, log)],
     )
     if resume:
         tuner = tune.Tuner.restore(path, wrapped, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             wrapped,
-            param_space={} if searcher else {TRIAL_KEY: tune.grid_search(trials)},
+            param_space={} if searcher else {TRIAL_KEY: tune.grid_search(plan.trials)},
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=max_concurrent,
-                reuse_actors=reuse_actors,
+                max_concurrent_trials=spec.max_concurrent,
+                reuse_actors=spec.reuse_workers,
                 trial_dirname_creator=trial_dirname,
                 search_alg=searcher,
-                num_samples=searcher.total if searcher else 1,
-                scheduler=scheduler,
+                num_samples=plan.total if searcher else 1,
+                scheduler=make_scheduler(plan),
             ),
             run_config=run_config,
         )

@@ -139,20 +139,10 @@ def start_point_model(
         model = models.load_model(name_or_path, torch.device("cpu"), dtype, trainable=False)
         if sum(p.numel() * p.element_size() for p in model.parameters()) > MODEL_CACHE_MAX_BYTES:
             _too_big.add(key)
-            return _prepare(model.to(device), trainable, gradient_checkpointing)
+            return models.prepare(model.to(device), trainable, gradient_checkpointing)
         # One start point per worker is the common case; never hoard several. Its copies in other
         # dtypes stay: under bf16 a DPO trial loads a float32 policy and a bf16 reference.
         for other in [k for k in _models if k[::2] != key[::2]]:
             del _models[other]
         _models[key] = pristine = model
-    return _prepare(copy.deepcopy(pristine).to(device), trainable, gradient_checkpointing)
-
-
-def _prepare(model: torch.nn.Module, trainable: bool, gradient_checkpointing: bool) -> torch.nn.Module:
-    """The state ``ablate.models.load_model`` leaves a model in: trainable, or frozen in eval mode."""
-    model.requires_grad_(trainable)
-    model.train(trainable)
-    if trainable and gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
-    return model
+    return models.prepare(copy.deepcopy(pristine).to(device), trainable, gradient_checkpointing)

@@ -69,29 +69,19 @@ def sweep_spec(quick: bool, cache_dir: str, storage: str):
 def run_sweep(spec, start: dict, reuse_actors: bool) -> dict:
     import ray
 
-    from ablate import spec as spec_mod
+    from ablate import plan as plan_mod
     from ablate import tune
 
-    trials = spec_mod.expand(spec)
-    for t in trials:
-        t["start"] = start
-        t["cache_dir"] = str(Path(spec.cache_dir).resolve())
+    name = f"{spec.name}-{'reuse' if reuse_actors else 'fresh'}"
+    plan = plan_mod.build(spec.model_copy(update={"name": name, "reuse_workers": reuse_actors}))
+    plan = plan.with_start(lambda _data: start)
     t0 = time.perf_counter()
     tune.connect(None)
     t_init = time.perf_counter() - t0
     try:
         t0, t_run = time.perf_counter(), time.time()
         with contextlib.redirect_stdout(io.StringIO()):  # Ray Tune's own banners
-            outcome = tune.run(
-                trials,
-                f"{spec.name}-{'reuse' if reuse_actors else 'fresh'}",
-                spec.storage,
-                spec.resources.model_dump(),
-                spec.max_concurrent,
-                0,
-                log=lambda *_: None,
-                reuse_actors=reuse_actors,
-            )
+            outcome = tune.run(plan, log=lambda *_: None)
         wall = time.perf_counter() - t0
     finally:
         ray.shutdown()

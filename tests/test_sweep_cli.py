@@ -7,9 +7,11 @@ import json
 import math
 import socket
 import textwrap
+from dataclasses import replace
 
 import pytest
 
+from ablate import plan as plan_mod
 from ablate import run
 from ablate import spec as spec_mod
 from ablate.trial import run_trial
@@ -177,7 +179,7 @@ def test_searcher_suggests_whole_trial_configs_and_survives_save_restore(tmp_pat
     from ablate.tune import TRIAL_KEY, SweepSearcher
 
     spec = spec_mod.load_sweep(write(tmp_path, SEARCHED))
-    searcher = SweepSearcher(spec, {"start": {"path": "x", "baseline": None}})
+    searcher = SweepSearcher(replace(plan_mod.build(spec), trial_extra={"start": {"path": "x", "baseline": None}}))
     assert searcher.total == 5
     configs = [searcher.suggest(f"t{i}")[TRIAL_KEY] for i in range(3)]
     grid_keys = set(
@@ -199,7 +201,7 @@ def test_searcher_suggests_whole_trial_configs_and_survives_save_restore(tmp_pat
     searcher.on_trial_result("t0", {"step": 4, "reward_accuracy": 0.6, "training_iteration": 1})
     searcher.on_trial_complete("t0", {"reward_accuracy": 0.7, "status": "finished"})
     searcher.save(str(tmp_path / "state.pkl"))
-    restored = SweepSearcher(spec, {})
+    restored = SweepSearcher(plan_mod.build(spec))
     restored.restore(str(tmp_path / "state.pkl"))
     study = restored._studies[0]._ot_study
     assert [t.value for t in study.trials] == [0.7, None]  # t0 told, t2 still running
@@ -222,7 +224,7 @@ def test_random_search_draws_choices_and_inclusive_integers_reproducibly(tmp_pat
     search_seed: 3
     """
     spec = spec_mod.load_sweep(write(tmp_path, body))
-    draws = [SweepSearcher(spec, {}) for _ in range(2)]
+    draws = [SweepSearcher(plan_mod.build(spec)) for _ in range(2)]
     a, b = ([s.suggest(f"t{i}")[TRIAL_KEY] for i in range(12)] for s in draws)
     assert [t["setting"] for t in a] == [t["setting"] for t in b]  # same seed, same draws
     assert {t["training"]["batch_size"] for t in a} == {8, 9}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -23,6 +24,18 @@ if TYPE_CHECKING:
     from ablate.evaluate import PairLogps
     from ablate.train import LossFn, Stepper, TrainSettings
     from ablate.trial_config import TrialConfig
+
+
+@dataclass(frozen=True)
+class StepperSetup:
+    """What a backend's stepper is built from: ``loss_for(model)`` makes the loss of the policy as the
+    stepper wraps it, ``collate(indices)`` a micro-batch's tensors; ``state`` resumes the optimizer."""
+
+    loss_for: Callable[[torch.nn.Module], LossFn]
+    settings: TrainSettings
+    total_steps: int
+    collate: Callable[[list[int]], dict[str, torch.Tensor]]
+    state: dict | None = None
 
 
 class Backend(Protocol):
@@ -42,17 +55,8 @@ class Backend(Protocol):
         """The frozen start point, in the compute dtype."""
         ...
 
-    def stepper(
-        self,
-        policy: torch.nn.Module,
-        loss_for: Callable[[torch.nn.Module], LossFn],
-        settings: TrainSettings,
-        total_steps: int,
-        collate: Callable[[list[int]], dict[str, torch.Tensor]],
-        state: dict | None = None,
-    ) -> Stepper:
-        """How a step runs; ``loss_for(model)`` makes the loss of the model as the stepper wraps it.
-        The stepper's ``model`` attribute is the trained policy, to evaluate."""
+    def stepper(self, policy: torch.nn.Module, setup: StepperSetup) -> Stepper:
+        """How a step runs; the stepper's ``model`` attribute is the trained policy, to evaluate."""
         ...
 
     def pair_logps(

@@ -27,15 +27,15 @@ import math
 import os
 import socket
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ablate import dsconfig, models
+from ablate.backends import StepperSetup
 from ablate.evaluate import PairLogps, generate, pair_logps
-from ablate.train import Diverged, LossFn, TrainSettings
+from ablate.train import Diverged, LossFn
 from ablate.trial import Report, SaveArtifact, run_trial
 from ablate.trial_config import TrialConfig, parse
 
@@ -175,20 +175,14 @@ class DeepSpeedWorker:
         engine.eval()
         return engine.module
 
-    def stepper(
-        self,
-        policy: torch.nn.Module,
-        loss_for: Callable[[torch.nn.Module], LossFn],
-        settings: TrainSettings,
-        total_steps: int,
-        collate: Callable[[list[int]], dict[str, torch.Tensor]],
-        state: dict | None = None,
-    ) -> DeepSpeedStepper:
+    def stepper(self, policy: torch.nn.Module, setup: StepperSetup) -> DeepSpeedStepper:
         import deepspeed
         from transformers import get_cosine_schedule_with_warmup
 
+        total = setup.total_steps
+
         def schedule(opt):  # the same warmup + cosine schedule as ablate.train.AdamWStepper
-            return get_cosine_schedule_with_warmup(opt, int(settings.warmup_ratio * total_steps), total_steps)
+            return get_cosine_schedule_with_warmup(opt, int(setup.settings.warmup_ratio * total), total)
 
         self.engine, _, _, scheduler = deepspeed.initialize(
             model=policy,
@@ -196,7 +190,7 @@ class DeepSpeedWorker:
             config=self.ds_config,
             lr_scheduler=None if "scheduler" in self.ds_config else schedule,  # a user's config may bring one
         )
-        return DeepSpeedStepper(self, self.engine, scheduler, loss_for(self.engine), collate)
+        return DeepSpeedStepper(self, self.engine, scheduler, setup.loss_for(self.engine), setup.collate)
 
     def pair_logps(self, model, pairs: list, batch_size: int, pad_id: int) -> PairLogps:
         """``evaluate.pair_logps`` over all ``pairs``, each worker computing an equal share.

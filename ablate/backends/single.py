@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
 
 import psutil
 import torch
 
 from ablate import models, worker_cache
+from ablate.backends import StepperSetup
 from ablate.data import TokenizedPair
 from ablate.evaluate import PairLogps, generate, pair_logps
-from ablate.train import AdamWStepper, LossFn, TrainSettings
+from ablate.train import AdamWStepper
 from ablate.trial_config import TrialConfig
 
 
@@ -42,16 +42,9 @@ class SingleProcess:
             cfg.start.path, self.device, self.dtype, cfg.model.trust_remote_code, trainable=False
         )
 
-    def stepper(
-        self,
-        policy: torch.nn.Module,
-        loss_for: Callable[[torch.nn.Module], LossFn],
-        settings: TrainSettings,
-        total_steps: int,
-        collate: Callable[[list[int]], dict[str, torch.Tensor]],
-        state: dict | None = None,
-    ) -> AdamWStepper:
-        return AdamWStepper(policy, loss_for(policy), settings, total_steps, collate, self.dtype, state)
+    def stepper(self, policy: torch.nn.Module, setup: StepperSetup) -> AdamWStepper:
+        return AdamWStepper(policy, setup.loss_for(policy), setup.settings, setup.total_steps, setup.collate,
+                            self.dtype, setup.state)  # fmt: skip
 
     def pair_logps(
         self, model: torch.nn.Module, pairs: list[TokenizedPair], batch_size: int, pad_id: int

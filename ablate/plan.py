@@ -1,0 +1,71 @@
+"""One sweep plan, built once from a validated sweep file: what ``--dry-run`` prints and what
+``ablate.tune.run`` runs. Ray-free.
+
+A grid sweep's plan lists every trial config; a random / optuna sweep's lists, per method entry,
+what is searched and how many trials it gets (its trials are drawn while the sweep runs). Either
+way the plan also holds the early-stopping scheduler, the resources of a trial, the storage and the
+sweep's limits, so the CLI hands ``tune.run`` one thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ablate import spec as spec_mod
+from ablate.spec import SearchEntry, SweepSpec
+
+
+@dataclass(frozen=True)
+class SchedulerPlan:
+    """ASHA early stopping on a metric trials report during training, with the step as its clock."""
+
+    metric: str
+    mode: str
+    grace_period: int
+    reduction_factor: float
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    spec: SweepSpec
+    trials: list[dict] = field(default_factory=list)  # grid search: every trial config, in run order
+    search: list[SearchEntry] = field(default_factory=list)  # random / optuna: one entry per method entry
+    scheduler: SchedulerPlan | None = None
+    # What every trial config gets once the sweep's start points are prepared (``with_start``); a
+    # searcher adds it to the configs it draws.
+    trial_extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def total(self) -> int:
+        return sum(e.trials for e in self.search) if self.search else len(self.trials)
+
+    @property
+    def resources(self) -> dict:
+        return self.spec.resources.model_dump()
+
+    def with_start(self, start_for: Callable[[dict], dict]) -> SweepPlan:
+        """The plan with each trial's start point (``start_for(data section) -> start``, one per task
+        config) and the cache directory as an absolute path, which every worker can resolve."""
+        cache_dir = str(Path(self.spec.cache_dir).expanduser().resolve())
+        trials = [{**t, "start": start_for(t["data"]), "cache_dir": cache_dir} for t in self.trials]
+        extra = {}
+        if self.search:
+            extra = {"start": start_for(self.spec.data.model_dump()), "cache_dir": cache_dir}
+        return replace(self, trials=trials, trial_extra=extra)
+
+
+def build(spec: SweepSpec) -> SweepPlan:
+    scheduler = None
+    if spec.scheduler.type != "none":
+        metric, mode = spec_mod.scheduler_metric(spec)
+        s = spec.scheduler
+        scheduler = SchedulerPlan(metric, mode, s.grace_period, s.reduction_factor)
+    if spec.search == "grid":
+        return SweepPlan(spec, trials=spec_mod.expand(spec), scheduler=scheduler)
+    return SweepPlan(spec, search=spec_mod.search_plan(spec), scheduler=scheduler)
