@@ -6,7 +6,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 
-.PHONY: install demo test lint bench clean browser
+.PHONY: install demo test lint bench clean browser docs-img
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -31,6 +31,15 @@ browser:
 	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; } || \
 	  { echo "error: the report test needs Chromium: install it (Debian/Ubuntu: apt-get install chromium)" >&2; exit 1; }
+
+# The README's picture: the top of the demo's report.html (run `make demo` first) in headless Chromium,
+# cropped and reduced to 64 colours so that the repository stays small.
+docs-img: install browser
+	$$(command -v chromium || command -v chromium-browser) --headless --no-sandbox --disable-gpu --hide-scrollbars \
+	  --user-data-dir=$(CURDIR)/.cache/chromium --virtual-time-budget=10000 --window-size=1300,1400 \
+	  --screenshot=$(CURDIR)/.cache/report-top.png $(CURDIR)/reports/gamma/report.html 2>/dev/null
+	$(PY) -c "from PIL import Image; Image.open('.cache/report-top.png').crop((0, 0, 1300, 1000))\
+	  .quantize(64).save('docs/img/report.png', optimize=True)"
 
 bench: install
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,bench]'

@@ -164,6 +164,11 @@ th.num, td.num { text-align: right; }
 th { border-bottom: 2px solid #333; background: #fafafa; white-space: normal; max-width: 150px; vertical-align: bottom; }
 .scroll { overflow-x: auto; }
 table.problems td { white-space: normal; max-width: 700px; }
+/* The findings table's point is its verdict, the last column: the long "measured" intervals and the
+   claims wrap so that the verdict stays on screen at 1300 px instead of behind a sideways scroll. */
+table.tbl-findings td.col-claim, table.tbl-findings td.col-measured { white-space: normal; }
+table.tbl-findings td.col-claim { min-width: 14em; }
+table.tbl-findings td.col-measured { min-width: 20em; overflow-wrap: anywhere; }
 caption { caption-side: top; text-align: left; font-size: 0.95em; padding: 4px 0; max-width: 1200px; }
 figure { margin: 10px 0 26px; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; max-width: 1100px; }
@@ -173,10 +178,15 @@ figcaption { font-size: 0.9em; color: #444; max-width: 1100px; }
 """
 
 
+def column_class(name) -> str:
+    """The CSS class of a table column's cells, e.g. ``col-measured``, so the style can target one column."""
+    return "col-" + (re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-") or "x")
+
+
 def _html_table(frame: pd.DataFrame, caption: str = "", cls: str = "") -> str:
     if frame.empty:
         return "<p><em>(none)</em></p>"
-    num = [' class="num"' if numeric_column(frame[c]) else "" for c in frame.columns]
+    num = [f' class="{"num " if numeric_column(frame[c]) else ""}{column_class(c)}"' for c in frame.columns]
     head = "".join(f"<th{a}>{html.escape(str(c))}</th>" for c, a in zip(frame.columns, num, strict=True))
     body = "".join(
         "<tr>"

@@ -1,5 +1,5 @@
 """The cluster launcher files validate against the schema of the installed Ray, offline (no cloud
-SDK, no SSH), and keep the security settings the README promises."""
+SDK, no SSH), and keep the security settings docs/cluster.md promises."""
 
 from __future__ import annotations
 

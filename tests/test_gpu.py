@@ -1,6 +1,6 @@
 """GPU-only checks, run by ``bash bench/on_gpu.sh`` on a lent GPU machine (CI has no GPU, so they
 are skipped there and count for nothing): a trial on CUDA computes in bf16 and its attention never
-takes cuDNN's kernels, whose per-shape set-up dominated GPU trials (README, Benchmarks 2)."""
+takes cuDNN's kernels, whose per-shape set-up dominated GPU trials (docs/benchmarks.md, 2)."""
 
 import pytest
 import torch
