@@ -5,7 +5,7 @@ or a hub dataset id (through ``datasets``). Rows need ``prompt``, ``chosen`` and
 (field names configurable); chosen/rejected may also be chat message lists, as in
 UltraFeedback-binarized, in which case the last assistant message is the response.
 
-Bad rows (see README "Reliability"): a row without a field, with a value that is not text, a file
+Bad rows (see docs/reliability.md): a row without a field, with a value that is not text, a file
 that is not UTF-8 or not JSON is an error (``DataError``) before any trial starts; a pair with an
 empty response or identical responses is skipped, and over-long prompts and responses are
 truncated, each counted in the trial's metrics (``SKIP_COUNTS``).

@@ -1,4 +1,4 @@
-"""The names of the metrics a trial reports, and when it reports them (see README, "Metrics of a trial").
+"""The names of the metrics a trial reports, and when it reports them (see docs/reports.md).
 
 The sweep file's ``metric`` and ``scheduler.metric`` are checked against these before anything is
 launched, so a misspelt or never-reported metric is a clear error, not a sweep that ranks nothing."""

@@ -162,7 +162,7 @@ def build_task(cfg: TaskConfig) -> dict[str, list[dict]]:
 
 
 def label_statistics(pairs: list[dict]) -> dict[str, float]:
-    """How the labels relate to the oracle and to length (documented in the README)."""
+    """How the labels relate to the oracle and to length (documented in docs/builtin-task.md)."""
     agree = longer = 0
     for p in pairs:
         agree += oracle_reward(p["prompt"], p["chosen"]) > oracle_reward(p["prompt"], p["rejected"])
