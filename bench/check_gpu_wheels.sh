@@ -2,14 +2,14 @@
 # Proves, on this machine and without a package index, that a wheel set built by bench/gpu_wheels.sh
 # is what a machine like the lent GPU one needs to run ablate: a fresh venv first gets the packages
 # the GPU image already holds (KINDS.md; the registry stands in for the image, torch from this
-# machine's disk), then only the wheel folder; a tiny Ray Tune sweep and the Ray Train + DeepSpeed
-# ZeRO-3 test then run in it. This machine has CPython 3.11, the GPU machine 3.12, so the set checked
+# machine's disk), then only the wheel folder; a tiny Ray Tune sweep, the CPU side of bench/on_gpu.sh
+# and the Ray Train + DeepSpeed ZeRO-3 test then run in it. This machine has CPython 3.11, the GPU machine 3.12, so the set checked
 # here is the 3.11 twin of the GPU's (same script, same versions):
 #
 #   bash bench/gpu_wheels.sh --python-version 3.11 --dest .whl-cp311
 #   bash bench/check_gpu_wheels.sh [--wheels .whl-cp311] [--venv /tmp/ablate-gpu-wheels]
 #
-# Takes ~10 minutes on 2 CPU cores (the distributed test is most of it).
+# Takes ~5-6 minutes on 2 CPU cores (the distributed test is half of it).
 set -euo pipefail
 WHEELS=.whl-cp311
 VENV=/tmp/ablate-gpu-wheels-venv
@@ -87,9 +87,17 @@ STORE=$(mktemp -d)
 t=$SECONDS
 $PY -m ablate.run sweeps/tiny.yaml --storage "$STORE" --overwrite 2>&1 | tail -8
 echo "   tiny sweep: $((SECONDS - t)) s"
+rm -rf "$STORE"/*
+
+echo "== 5. bench/on_gpu.sh --dry-run: the GPU sweep's files at --quick scale (a local model dir and .jsonl)"
+t=$SECONDS
+PYTHON=$PY OUT=$STORE/out WORK=$STORE/work bash bench/on_gpu.sh --dry-run >"$STORE/dry-run.log" 2>&1 ||
+  { cat "$STORE/dry-run.log"; exit 1; }
+grep -A5 "^== sweep dry run" "$STORE/dry-run.log" | tail -5
+echo "   on_gpu.sh --dry-run: $((SECONDS - t)) s"
 rm -rf "$STORE"
 
-echo "== 5. tests/test_distributed.py (2 Ray Train workers, DeepSpeed ZeRO-3)"
+echo "== 6. tests/test_distributed.py (2 Ray Train workers, DeepSpeed ZeRO-3)"
 t=$SECONDS
 $PY -m pytest -q -p no:cacheprovider tests/test_distributed.py 2>&1 | tail -3
 echo "   test_distributed: $((SECONDS - t)) s"

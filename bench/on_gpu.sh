@@ -32,6 +32,7 @@ export RAY_AUTH_MODE=disabled TORCH_EXTENSIONS_DIR=$WORK/torch_extensions
 # Ray's worker processes import ablate and bench from here, and the carried packages from $SITE.
 export PYTHONPATH=$([ $DRY = 0 ] && echo "$SITE:")$PWD PY SITE
 TIMES=()
+FAILED=()
 
 # step [--cpu] NAME LIMIT_S COMMAND...: prints the command (a function's body too) and runs it under
 # its own timeout, cut to what the 8 minutes have left; with --dry-run only --cpu steps run.
@@ -48,6 +49,7 @@ step() {
   if [ "$limit" -lt 10 ]; then
     echo "   skipped: the 8 minutes are spent"
     TIMES+=("$name: skipped")
+    FAILED+=("$name")
     return 1
   fi
   if declare -F "$1" >/dev/null; then  # timeout runs programs: a function goes with its definition
@@ -58,6 +60,7 @@ step() {
   rc=$?
   echo "   ($name: $((SECONDS - t)) s, exit $rc)"
   TIMES+=("$name: $((SECONDS - t)) s, exit $rc")
+  [ $rc = 0 ] || FAILED+=("$name")
   return $rc
 }
 
@@ -124,4 +127,6 @@ step "pack results" 30 tar czf "$OUT/results.tar.gz" -C "$WORK" --exclude="check
 echo "== timings"
 printf '   %s\n' "${TIMES[@]}"
 echo "   total: $SECONDS s"
+[ ${#FAILED[@]} = 0 ] || printf '   failed or skipped: %s\n' "${FAILED[@]}"
 sleep 1  # lets tee write the last lines before the command returns
+[ ${#FAILED[@]} = 0 ]

@@ -94,3 +94,11 @@ def test_on_gpu_dry_run_prints_every_step(tmp_path):
 def test_wheel_scripts_parse():
     for script in ("bench/gpu_wheels.sh", "bench/check_gpu_wheels.sh", "bench/on_gpu.sh"):
         subprocess.run(["bash", "-n", script], cwd=REPO, check=True)
+
+
+def test_on_gpu_exit_status_reports_a_failed_step(tmp_path):
+    env = {**os.environ, "PYTHON": "false", "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work")}
+    proc = subprocess.run(
+        ["bash", "bench/on_gpu.sh", "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "failed or skipped: build model, data and sweep" in proc.stdout
