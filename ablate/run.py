@@ -126,7 +126,7 @@ def check_address(address: str | None) -> str | None:
 
 def describe_resources(trial: dict) -> str:
     res = trial["resources"]
-    if res.get("workers", 1) == 1:
+    if trial.get("deepspeed") is None:
         return f"cpu={res['cpus']} gpu={res['gpus']}"
     ds = trial["deepspeed"]
     zero = "own DeepSpeed config" if ds.get("user_config") else f"ZeRO-{ds['stage']}"

@@ -59,8 +59,8 @@ class TrialConfig(_Frozen):
 
     @property
     def distributed(self) -> bool:
-        """Trained by several Ray Train workers with DeepSpeed (``ablate.backends.deepspeed``)."""
-        return self.resources.workers > 1
+        """Trained by Ray Train workers with DeepSpeed (``ablate.backends.deepspeed``)."""
+        return self.deepspeed is not None
 
 
 def parse(cfg: dict | TrialConfig) -> TrialConfig:

@@ -88,11 +88,11 @@ def read_from_trial_dir(name: str) -> dict | None:
         return None
 
 
-def trial_resources(resources: dict) -> dict:
-    """What Tune reserves per trial: the whole trial, or for multi-worker trials only their driver."""
-    if resources.get("workers", 1) > 1:
+def trial_resources(plan: SweepPlan) -> dict:
+    """What Tune reserves per trial: the whole trial, or for DeepSpeed trials only their driver."""
+    if plan.spec.uses_deepspeed:
         return {"cpu": deepspeed_backend.DRIVER_CPUS}
-    return {"cpu": resources["cpus"], "gpu": resources["gpus"]}
+    return {"cpu": plan.spec.resources.cpus, "gpu": plan.spec.resources.gpus}
 
 
 def trial_dirname(trial) -> str:
@@ -303,7 +303,7 @@ def run(plan: SweepPlan, resume: bool = False, log=print) -> SweepOutcome:
     # ablate.spec checks every metric name before launch; trials report held-out metrics only on some
     # rows, which Tune's per-result check would reject.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    wrapped = tune.with_resources(trainable, trial_resources(plan.resources))
+    wrapped = tune.with_resources(trainable, trial_resources(plan))
     searcher = SweepSearcher(plan) if plan.search else None
     run_config = tune.RunConfig(
         name=spec.name,

@@ -2,21 +2,14 @@
 as a Ray Tune sweep file, one Ray Train + DeepSpeed ZeRO-3 trial on one GPU, and the trials' model
 FLOPs utilisation.
 
-    python -m bench.gpu_sweep build --out DIR [--quick] [--cpu]   model dir, .jsonl, sweep.yaml, flops.json
+    python -m bench.gpu_sweep build --out DIR [--quick] [--cpu]   model dir, .jsonl, sweep.yaml, zero3.yaml, flops.json
     python -m ablate.run DIR/sweep.yaml                           SimPO and DPO, 2 seeds each, one GPU per trial
-    python -m bench.gpu_sweep zero3 DIR [--dry-run]               one SimPO trial: 1 Ray Train worker, ZeRO-3
+    python -m ablate.run DIR/zero3.yaml                           one SimPO trial: 1 Ray Train worker, ZeRO-3
     python -m bench.gpu_sweep mfu DIR [--json FILE]               each trial's final metrics and MFU
 
-``--cpu`` (with ``--quick``) builds a sweep that runs on this machine's CPUs: a smoke run of the
-whole path without a GPU.
-
-The ZeRO-3 trial has one worker because the machine has one GPU, but the sweep schema sends a
-trial with ``resources.workers: 1`` to the single-process path and refuses a ``deepspeed`` section
-with it. ``zero3`` therefore makes the trial config the way ``ablate.spec.expand`` makes a
-multi-worker one (``resources`` per worker, ``deepspeed: {stage: 3}``), with one worker, and runs it
-through ablate's own multi-worker trial function (``ablate.distributed.run_distributed_trial``:
-a Ray Train ``TorchTrainer``, NCCL, DeepSpeed's bf16 mode) inside a Ray Tune trial, as
-``ablate.tune`` runs the trials of a sweep with ``workers`` > 1.
+``--cpu`` (with ``--quick``) builds sweeps that run on this machine's CPUs: a smoke run of the
+whole path without a GPU. The ZeRO-3 trial has one worker because the machine has one GPU: a
+``deepspeed`` section makes it a DeepSpeed trial (Ray Train, NCCL, DeepSpeed's bf16 mode) even so.
 """
 
 from __future__ import annotations
@@ -59,6 +52,10 @@ def build(out: Path, quick: bool, cpu: bool = False) -> Path:
     sweep["max_concurrent"] = 1
     path = out / "sweep.yaml"
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    zero3 = {**sweep, "name": ZERO3, "methods": METHODS[:1], "seeds": [0], "deepspeed": {"stage": 3},
+             "resources": {"workers": 1, "cpus_per_worker": sweep["resources"]["cpus"],
+                           "gpus_per_worker": sweep["resources"].get("gpus", 0)}}  # fmt: skip
+    (out / "zero3.yaml").write_text(yaml.safe_dump(zero3, sort_keys=False))
     (out / "flops.json").write_text(json.dumps(flop_terms(sweep), indent=1))
     return path
 
@@ -71,8 +68,8 @@ def flop_terms(sweep: dict) -> dict[str, Any]:
     embedding (a table lookup). Attention's score and value products add 12·L·d·c per token for a
     forward and backward pass (4·L·d·c forward), c being the number of positions a token attends to
     (itself included); ``context_*`` are c averaged over the tokens a trial computes, for the two
-    layouts: a process trial computes each pair as one row (``ablate.shared_prompt``: the prompt
-    once), a multi-worker trial as two rows (prompt + chosen, prompt + rejected)."""
+    layouts: one row per pair (``ablate.shared_prompt``: the prompt once), which trials use, and two
+    rows (prompt + chosen, prompt + rejected), which models without 4-D masks fall back to."""
     from transformers import AutoConfig
 
     from ablate import data as data_mod
@@ -113,101 +110,15 @@ def tri(n: int) -> int:
     return n * (n + 1) // 2
 
 
-def flops_per_token(terms: dict, online_reference: bool, two_rows: bool) -> tuple[float, float]:
+def flops_per_token(terms: dict, online_reference: bool) -> tuple[float, float]:
     """(6N, all model FLOPs) per training token: policy forward and backward with attention, plus an
-    online reference's forward pass."""
+    online reference's forward pass. Both backends compute a pair as one row (the prompt once)."""
     n, ld = terms["params"], terms["layers"] * terms["hidden_size"]
-    c = terms["context_two_rows" if two_rows else "context_one_row"]
+    c = terms["context_one_row"]
     full = 6 * n + 12 * ld * c
     if online_reference:
         full += 2 * n + 4 * ld * c
     return 6 * n, full
-
-
-def zero3_trial(out: Path) -> dict:
-    """The SimPO trial of seed 0 of ``sweep.yaml`` as a one-worker DeepSpeed ZeRO-3 trial."""
-    from ablate import spec as spec_mod
-    from ablate import startpoint
-    from ablate.run import trials_cache_dir
-
-    spec = spec_mod.load_sweep(str(out / "sweep.yaml"))
-    trial = next(t for t in spec_mod.expand(spec) if t["method"] == "simpo")
-    on_gpu = spec.resources.gpus > 0
-    trial["resources"] = spec_mod.Resources.model_validate(
-        {"workers": 2, "cpus_per_worker": spec.resources.cpus, "gpus_per_worker": 1 if on_gpu else 0}
-    ).model_dump() | {"workers": 1}  # validated as a 2-worker trial: the schema refuses 1 (see above)
-    trial["deepspeed"] = {**spec_mod.DeepSpeedSection(stage=3).model_dump(), "user_config": None}
-    trial["label"] = "SimPO, ZeRO-3"
-    trial["start"] = startpoint.prepare_sweep(spec, log=lambda *_: None)
-    trial["cache_dir"] = trials_cache_dir(spec)
-    return trial
-
-
-def schema_refusals(out: Path) -> list[str]:
-    """What the sweep schema says to one worker with a ``deepspeed`` section, given per worker or per trial."""
-    from ablate import spec as spec_mod
-
-    sweep = yaml.safe_load((out / "sweep.yaml").read_text())
-    said = []
-    for resources in ({"workers": 1, "gpus_per_worker": 1}, {"workers": 1, "gpus": 1}):
-        path = out / "zero3-one-worker.yaml"
-        path.write_text(yaml.safe_dump({**sweep, "resources": resources, "deepspeed": {"stage": 3}}))
-        try:
-            spec_mod.load_sweep(str(path))
-            said.append(f"{resources}: accepted")
-        except spec_mod.SpecError as e:
-            said.append(f"{resources}: {str(e).split('invalid sweep file. ')[-1].split(': ', 1)[-1]}")
-    return said
-
-
-def zero3_trainable(config: dict) -> None:
-    """``ablate.tune.trainable``'s multi-worker branch for one trial: final.json and heldout.json in
-    the trial's directory, and the final metrics reported to Tune."""
-    import ray
-    from ray import tune
-
-    from ablate import distributed
-    from ablate import tune as ablate_tune
-
-    node_id = ray.get_runtime_context().get_node_id()
-
-    def report(metrics: dict) -> None:
-        if "status" in metrics:
-            metrics = {**metrics, "node_id": metrics.get("node_id", node_id)}
-            ablate_tune.save_to_trial_dir(ablate_tune.FINAL_RECORD, json.dumps(metrics, default=str).encode())
-        tune.report(metrics)
-
-    distributed.run_distributed_trial(
-        config[ablate_tune.TRIAL_KEY], report=report, save_artifact=ablate_tune.save_to_trial_dir
-    )
-
-
-def run_zero3(out: Path) -> int:
-    import shutil
-
-    from ray import tune
-
-    from ablate import distributed
-    from ablate import tune as ablate_tune
-
-    trial = zero3_trial(out)
-    storage = out / "results"
-    shutil.rmtree(storage / ZERO3, ignore_errors=True)
-    ablate_tune.connect(None)  # a local Ray, as python -m ablate.run starts
-    tuner = tune.Tuner(
-        tune.with_resources(zero3_trainable, {"cpu": distributed.DRIVER_CPUS}),
-        param_space={ablate_tune.TRIAL_KEY: trial},
-        tune_config=tune.TuneConfig(trial_dirname_creator=ablate_tune.trial_dirname),
-        run_config=tune.RunConfig(name=ZERO3, storage_path=str(storage), verbose=0),
-    )
-    result = tuner.fit()[0]
-    metrics = result.metrics or {}
-    if result.error or metrics.get("status") != "finished":
-        print(f"ZeRO-3 trial failed: {result.error!r} {metrics.get('status')}")
-        return 1
-    keys = ("workers", "zero_stage", "global_batch", "steps", "runtime_s", "tokens_per_s", "peak_memory_mb")
-    print("ZeRO-3 trial finished: " + ", ".join(f"{k}={metrics.get(k)}" for k in keys))
-    return 0
 
 
 def trial_rows(out: Path) -> list[dict]:
@@ -242,7 +153,7 @@ def mfu(out: Path, peak: float = H200_BF16_PEAK) -> list[dict]:
     )
     for r in rows:
         f = r["final"]
-        six_n, full = flops_per_token(terms, r["online_reference"], r["zero3"])
+        six_n, full = flops_per_token(terms, r["online_reference"])
         tps = f.get("tokens_per_s") or 0.0
         r["mfu_6n"], r["mfu_all"] = tps * six_n / peak, tps * full / peak
         r["flops_per_token"] = {"6N": six_n, "all": full}
@@ -269,9 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--quick", action="store_true", help="a small model and short pairs (a smoke run)")
     b.add_argument("--cpu", action="store_true", help="trials on CPUs (float32), for a run without a GPU")
-    z = sub.add_parser("zero3", help="one SimPO trial on 1 Ray Train worker with DeepSpeed ZeRO-3")
-    z.add_argument("dir", type=Path)
-    z.add_argument("--dry-run", action="store_true", help="print the trial's resources and DeepSpeed config")
     m = sub.add_parser("mfu", help="each finished trial's final metrics and model FLOPs utilisation")
     m.add_argument("dir", type=Path)
     m.add_argument("--json", type=Path, help="write the trials' final metrics and MFU here")
@@ -283,19 +191,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: {gpu_scale.describe(args.quick)}; N = {terms['params'] / 1e9:.3f}B, mean attended "
               f"positions {terms['context_one_row']:.0f} (one row per pair) / {terms['context_two_rows']:.0f} (two)")  # fmt: skip
         return 0
-    if args.cmd == "zero3":
-        if args.dry_run:
-            from ablate import dsconfig
-
-            trial = zero3_trial(args.dir.resolve())
-            for said in schema_refusals(args.dir.resolve()):
-                print(f"sweep schema, deepspeed with {said}")
-            print(f"ZeRO-3 trial: {trial['label']}, seed {trial['seed']}, resources {trial['resources']}")
-            on_gpu = trial["resources"]["gpus_per_worker"] > 0
-            ds = dsconfig.resolve(trial, trial["model"]["dtype"], on_gpu)
-            print(f"DeepSpeed config ({'NCCL' if on_gpu else 'gloo'}): {json.dumps(ds)}")
-            return 0
-        return run_zero3(args.dir.resolve())
     rows = mfu(args.dir.resolve())
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))

@@ -103,7 +103,7 @@ step "install wheels" 90 install_wheels
 step "environment" 45 environment
 step --cpu "build model, data and sweep" 120 $PY -m bench.gpu_sweep build --out "$WORK" $QUICK
 step --cpu "sweep dry run" 60 $PY -m ablate.run "$SWEEP" --dry-run
-step --cpu "ZeRO-3 trial dry run" 60 $PY -m bench.gpu_sweep zero3 "$WORK" --dry-run
+step --cpu "ZeRO-3 trial dry run" 60 $PY -m ablate.run "$WORK/zero3.yaml" --dry-run
 SMI="nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 1"
 echo "== GPU samples in the background: $SMI > $OUT/nvidia_smi.csv"
 if [ $DRY = 0 ]; then
@@ -111,7 +111,7 @@ if [ $DRY = 0 ]; then
   SMI_PID=$!
 fi
 step "Ray Tune sweep, 4 single-GPU trials" 210 $PY -m ablate.run "$SWEEP" --overwrite
-step "Ray Train + DeepSpeed ZeRO-3 trial" 150 $PY -m bench.gpu_sweep zero3 "$WORK"
+step "Ray Train + DeepSpeed ZeRO-3 trial" 150 $PY -m ablate.run "$WORK/zero3.yaml" --overwrite
 step "tests/test_gpu.py" 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
 if [ $DRY = 0 ]; then
   kill "$SMI_PID"
@@ -123,7 +123,7 @@ RESERVE=0
 step "final metrics and MFU" 30 $PY -m bench.gpu_sweep mfu "$WORK" --json "$OUT/final_metrics.json"
 step "report" 60 $PY -m analysis.report "$WORK/results/gpu-simpo-dpo" --out "$WORK/reports" --name gpu
 step "pack results" 30 tar czf "$OUT/results.tar.gz" -C "$WORK" --exclude="checkpoint_*" results reports \
-  sweep.yaml flops.json
+  sweep.yaml zero3.yaml flops.json
 echo "== timings"
 printf '   %s\n' "${TIMES[@]}"
 echo "   total: $SECONDS s"

@@ -81,9 +81,9 @@ def test_users_own_config_is_merged(tmp_path):
     "body, needles",
     [
         ("resources: {workers: 2, gpus: 1}\n", ["resources", "gpus_per_worker"]),
-        ("resources: {gpus_per_worker: 1}\n", ["resources", "workers > 1"]),
+        ("resources: {gpus_per_worker: 1}\n", ["resources", "DeepSpeed trials"]),
         ("resources: {workers: 0}\n", ["resources.workers"]),
-        ("deepspeed: {stage: 3}\n", ["deepspeed", "resources.workers is 1"]),
+        ("resources: {gpus: 1}\ndeepspeed: {stage: 3}\n", ["resources", "cpus_per_worker, gpus_per_worker"]),
         ("resources: {workers: 2}\ndeepspeed: {stage: 4}\n", ["deepspeed.stage"]),
         ("resources: {workers: 2}\ndeepspeed: {stage: 2, offload: all}\n", ["deepspeed", "needs stage: 3"]),
         ("resources: {workers: 2}\ndeepspeed: {stage: 0, offload: optimizer}\n", ["stage 1, 2 or 3"]),

@@ -181,16 +181,9 @@ def _check_data_file(path: Path, data: DataConfig) -> None:
 
 
 def check_deepspeed(path: Path, spec: SweepSpec) -> SweepSpec:
-    """A ``deepspeed`` section needs several workers; a user's DeepSpeed file must exist and agree with the
-    sweep. Returns the spec with that file's absolute path (trials read it from any working directory)."""
-    if spec.deepspeed is None:
-        return spec
-    if spec.resources.workers == 1:
-        raise SpecError(
-            f"{path}: deepspeed: applies to multi-worker trials, but resources.workers is 1. "
-            "Set resources.workers (e.g. 8 with gpus_per_worker: 1) or remove the deepspeed section."
-        )
-    if spec.deepspeed.config is None:
+    """A user's DeepSpeed file must exist and agree with the sweep. Returns the spec with that file's
+    absolute path (trials read it from any working directory)."""
+    if spec.deepspeed is None or spec.deepspeed.config is None:
         return spec
     file = Path(spec.deepspeed.config).expanduser()
     file = file if file.is_absolute() else path.parent / file

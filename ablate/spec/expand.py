@@ -18,7 +18,7 @@ from ablate.spec.schema import DeepSpeedSection, MethodEntry, Space, SweepSpec, 
 
 def deepspeed_settings(spec: SweepSpec) -> dict[str, Any] | None:
     """The trial configs' ``deepspeed`` entry: the section, with the user's JSON file inlined (workers need no file)."""
-    if spec.resources.workers == 1:
+    if not spec.uses_deepspeed:
         return None
     section = spec.deepspeed or DeepSpeedSection()
     user = json.loads(Path(section.config).read_text(encoding="utf-8")) if section.config else None

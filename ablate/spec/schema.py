@@ -171,25 +171,26 @@ class ResourceAmounts(_Strict):
     workers: int = Field(
         1,
         ge=1,
-        description="Ray Train workers per trial; more than 1 trains with DeepSpeed (see `deepspeed`).",
+        description="Ray Train workers per trial; more than 1, or a `deepspeed` section, trains with DeepSpeed.",
     )
-    cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker (workers > 1).")
-    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker (workers > 1).")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker (DeepSpeed trials).")
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker (DeepSpeed trials).")
 
 
 class Resources(ResourceAmounts):
-    @model_validator(mode="after")
-    def _per_trial_or_per_worker(self) -> Resources:
-        # cpus/gpus size a single-process trial, *_per_worker a multi-worker one; mixing them is a mistake.
-        if self.workers > 1 and {"cpus", "gpus"} & self.model_fields_set:
+    def check_kind(self, deepspeed: bool) -> None:
+        """cpus/gpus size a single-process trial, *_per_worker a DeepSpeed one (``workers > 1``, or a
+        ``deepspeed`` section); writing the other kind's fields is a mistake."""
+        if deepspeed and {"cpus", "gpus"} & self.model_fields_set:
             raise ValueError(
-                "with workers > 1 give per-worker resources (cpus_per_worker, gpus_per_worker) instead of cpus/gpus"
+                "a DeepSpeed trial (workers > 1 or a deepspeed section) takes per-worker resources "
+                "(cpus_per_worker, gpus_per_worker) instead of cpus/gpus"
             )
-        if self.workers == 1 and {"cpus_per_worker", "gpus_per_worker"} & self.model_fields_set:
+        if not deepspeed and {"cpus_per_worker", "gpus_per_worker"} & self.model_fields_set:
             raise ValueError(
-                "cpus_per_worker/gpus_per_worker apply when workers > 1; for one worker use cpus/gpus"
+                "cpus_per_worker/gpus_per_worker apply to DeepSpeed trials (workers > 1, or a deepspeed "
+                "section); for a single-process trial use cpus/gpus"
             )
-        return self
 
 
 class DeepSpeedSettings(_Strict):
@@ -315,6 +316,20 @@ class SweepSpec(_Strict):
     @classmethod
     def _scheduler_shorthand(cls, v: Any) -> Any:
         return {"type": v} if isinstance(v, str) else v
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        """Trials run on Ray Train workers with DeepSpeed: several workers, or one with a deepspeed
+        section (e.g. ZeRO-3 with CPU offload on one GPU)."""
+        return self.resources.workers > 1 or self.deepspeed is not None
+
+    @model_validator(mode="after")
+    def _resources_fit_the_trial(self) -> SweepSpec:
+        try:
+            self.resources.check_kind(self.uses_deepspeed)
+        except ValueError as e:
+            raise ValueError(f"resources: {e}") from None
+        return self
 
 
 def json_schema() -> str:
