@@ -76,7 +76,7 @@ class Progress:
 
         self._bar = Bar(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(self.unit),
-            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(), TextColumn("left"),
         )  # fmt: skip
         self._bar.start()
         self._task = self._bar.add_task(self.what, total=self.total)

@@ -348,3 +348,18 @@ def test_schema_and_dry_run_show_the_trackers(tmp_path, capsys):
     assert run.main([str(sweep), "--dry-run"]) == 0  # a dry run checks the file, not the server
     out = capsys.readouterr().out
     assert "Tracking: MLflow at http://127.0.0.1:1, TensorBoard" in out
+
+
+@pytest.mark.slow
+def test_log_to_tracking_needs_a_sweep_that_ran_with_a_tracker(tracked, tmp_path, capsys):
+    import shutil
+
+    from analysis import report
+
+    sweep = tmp_path / "untracked"
+    shutil.copytree(tracked["dir"], sweep, ignore=shutil.ignore_patterns("wandb", "tensorboard"))
+    (sweep / tracking.RECORD_FILE).unlink()  # as a sweep without a `tracking:` section leaves it
+    code = report.main([str(sweep), "--out", str(tmp_path / "reports"), "--log-to-tracking"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--log-to-tracking: {sweep} has no tracking.json" in err
+    assert (tmp_path / "reports" / "untracked" / "report.md").is_file()  # the report itself is written

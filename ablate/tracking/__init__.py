@@ -15,6 +15,7 @@ where the runs are.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,7 @@ def describe(tracking) -> str:
     """One line for ``--dry-run``: where the sweep's runs will be logged."""
     parts = []
     if tracking.mlflow is not None:
-        uri = tracking.mlflow.tracking_uri or "MLFLOW_TRACKING_URI / ./mlruns"
+        uri = tracking.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "MLflow's local default"
         parts.append(f"MLflow at {uri}")
     if tracking.wandb is not None:
         parts.append(f"W&B ({tracking.wandb.mode})")
