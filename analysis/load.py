@@ -36,7 +36,7 @@ STATUSES = ["finished", "diverged", "errored", "stopped early", "unfinished", "p
 # Trial-config keys that do not change what a trial computes, or that differ between the seeds
 # of one setting; everything else (method, hparams, training, data, model, evaluation, resources,
 # reference, label, the start point's id) defines the setting.
-NOT_SETTING = {"seed", "index", "sweep", "cache_dir", "start", "metric", "mode", "setting"}
+NOT_SETTING = {"seed", "index", "sweep", "cache_dir", "start", "metric", "mode", "setting", "data_split"}
 
 # Keys Ray Tune adds to every reported result: not metrics of ours.
 RAY_KEYS = {
