@@ -22,8 +22,10 @@ from ablate.judges import render
 from ablate.train import AdamWStepper, Hooks, TrainSettings, total_steps, train
 
 VERSION = 1
-# Fixed: a judge is not a sweep's hyperparameter. ~3 s on one CPU core for the default tiny model.
-SETTINGS = {"pairs": 4000, "epochs": 2, "learning_rate": 1e-3, "batch_size": 64, "seed": 0}
+# Fixed: a judge is not a sweep's hyperparameter. Pairs: twice the task's training pairs (4,000 by
+# default), at least MIN_PAIRS.
+SETTINGS = {"pairs_per_training_pair": 2, "min_pairs": 512, "epochs": 2, "learning_rate": 1e-3, "batch_size": 64,
+            "seed": 0}  # fmt: skip
 
 
 def model_dir(cache_dir: str, start_path: str, data: dict) -> Path:
@@ -45,7 +47,8 @@ def training_pairs(data: dict) -> list[dict]:
     the trials' training and held-out pairs."""
     cfg = synthetic.TaskConfig.model_validate(data["task"])
     rng = random.Random(f"ablate-reward-model-v{VERSION}-{cfg.seed}")
-    return synthetic.make_pairs(rng, SETTINGS["pairs"], cfg)
+    n = max(SETTINGS["min_pairs"], SETTINGS["pairs_per_training_pair"] * cfg.n_train)
+    return synthetic.make_pairs(rng, n, cfg)
 
 
 def train_reward_model(out_dir: Path, start_path: str, data: dict, log=print) -> None:

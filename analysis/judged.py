@@ -64,9 +64,10 @@ def add_sweep_lc(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     notes: list[str] = []
     if df.empty or "task_key" not in df.columns:
         return df, notes
-    df = df.copy()
     done = df[df["status"] == FINISHED]
+    columns: dict[str, pd.Series] = {}
     for judge in judge_ids(df):
+        lc_col, se_col = f"lc_win_rate_sweep@{judge}", f"lc_win_rate_sweep_se@{judge}"
         for _, group in done.groupby("task_key"):
             got = {i: judged(row, judge) for i, row in group.iterrows()}
             got = {i: g for i, g in got.items() if g is not None}
@@ -78,11 +79,13 @@ def add_sweep_lc(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             difficulty = winrate.prompt_difficulty(prefs, deltas)
             for i, (p, ours, base) in got.items():
                 lc = winrate.length_controlled(p, ours, base, difficulty=difficulty)
-                df.loc[i, f"lc_win_rate_sweep@{judge}"] = lc.lc_win_rate
-                df.loc[i, f"lc_win_rate_sweep_se@{judge}"] = lc.se
-        if f"lc_win_rate_sweep@{judge}" not in df.columns:
+                columns.setdefault(lc_col, pd.Series(np.nan, index=df.index)).loc[i] = lc.lc_win_rate
+                columns.setdefault(se_col, pd.Series(np.nan, index=df.index)).loc[i] = lc.se
+        if lc_col not in columns:
             notes.append(f"Judge {judge}: fewer than two trials share prompts and baseline, so its LC win rate "
                          "is the per-trial minimal model (no prompt difficulty).")  # fmt: skip
+    if columns:
+        df = pd.concat([df.drop(columns=[c for c in columns if c in df.columns]), pd.DataFrame(columns)], axis=1)
     return df, notes
 
 

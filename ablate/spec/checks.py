@@ -123,7 +123,7 @@ def _check_judges(path: Path, spec: SweepSpec) -> None:
                 "sequence-classification reward model's hub id or directory)."
             )
     source = Path(ev.prompts).expanduser()
-    if ev.prompts == "held_out" or source.suffix not in data_mod.LOCAL_FORMATS:
+    if ev.prompts == "held_out" or "://" in ev.prompts or source.suffix not in data_mod.LOCAL_FORMATS:
         return  # the held-out prompts, or a hub data set / hf:// file (not looked up offline)
     if not source.is_file():
         raise SpecError(
