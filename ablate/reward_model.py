@@ -24,7 +24,7 @@ from ablate.train import AdamWStepper, Hooks, TrainSettings, total_steps, train
 VERSION = 1
 # Fixed: a judge is not a sweep's hyperparameter. Pairs: twice the task's training pairs (4,000 by
 # default), at least MIN_PAIRS.
-SETTINGS = {"pairs_per_training_pair": 2, "min_pairs": 512, "epochs": 2, "learning_rate": 1e-3, "batch_size": 64,
+SETTINGS = {"pairs_per_training_pair": 2, "min_pairs": 1000, "epochs": 2, "learning_rate": 1e-3, "batch_size": 64,
             "seed": 0}  # fmt: skip
 
 

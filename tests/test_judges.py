@@ -6,6 +6,7 @@ template); bad judge specs stop the CLI with exit code 2 before anything is laun
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ import yaml
 from tokenizers import processors
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForSequenceClassification
 
-from ablate import judges, models, reward_model
+from ablate import judges, judging, models, reward_model, synthetic
 from ablate.run import main as run_main
 from ablate.spec.schema import JudgeSpec
 from ablate.trial import run_trial
@@ -79,8 +80,6 @@ def test_every_judge_kind_end_to_end(small_spec, start, tiny_rm):
     # The oracle judge is the old oracle win rate, and is always right about the oracle.
     assert metrics["win_rate@builtin:oracle"] == metrics["oracle_win_rate"]
     assert metrics["judge_accuracy@builtin:oracle"] == 1.0
-    # The built-in reward model learned the labels: better than chance against the oracle, and it likes length.
-    assert metrics["judge_accuracy@builtin:reward-model"] > 0.6
     rm_dir = reward_model.model_dir(trial["cache_dir"], start["path"], trial["data"])
     config = AutoConfig.from_pretrained(rm_dir)
     assert config.architectures == ["LlamaForSequenceClassification"] and config.num_labels == 1
@@ -93,11 +92,13 @@ def test_every_judge_kind_end_to_end(small_spec, start, tiny_rm):
         assert 0.0 <= metrics[key] <= 1.0
 
 
-def test_builtin_reward_model_prefers_longer_answers(small_spec, start):
-    """The built-in judge inherits the labels' length bias: padding an ideal answer raises its score,
-    although the oracle says padding is worse."""
+def test_builtin_reward_model_learned_the_labels_and_their_length_bias(small_spec, start):
+    """The built-in judge agrees with the oracle more often than chance on fresh pairs, and inherits the
+    labels' length bias: padding an ideal answer raises its score, although the oracle says it is worse."""
     path = reward_model.ensure(small_spec.cache_dir, start["path"], small_spec.data.model_dump(), log=lambda *_: None)
     judge = judges.RewardModelJudge(JudgeSpec(name="builtin:reward-model"), str(path), torch.device("cpu"))
+    fresh = synthetic.make_pairs(random.Random("fresh"), 600, synthetic.TaskConfig(seed=7))
+    assert judging.pair_accuracy(judge, fresh, oracle_truth=True) > 0.56
     prompts = ["Q: w01 w02 A:", "Q: w03 w04 w05 A:", "Q: w06 w07 A:", "Q: w08 w09 w10 A:"]
     ideal = ["w01 w02", "w03 w04 w05", "w06 w07", "w08 w09 w10"]
     padded = [a + " really very just" for a in ideal]
