@@ -239,9 +239,37 @@ def held_out_preference(
     return {"reward_accuracy": m["reward_accuracy"], "reward_margin": m["reward_margin"]}
 
 
+@dataclass
+class StartEval:
+    """What evaluation compares the trained policy with, taken from the start point: its answers to the
+    evaluation prompts (the baseline) and its held-out log-probs (for ``chosen_logp_change``)."""
+
+    baseline: GenerationSet | None = None
+    baseline_file: Path | None = None
+    logps: PairLogps | None = None
+
+
+def before_training(cfg: TrialConfig, backend: Backend, policy, tokenizer, splits: Splits) -> StartEval:
+    """``StartEval`` from the policy before its first step, which is the start point then: a reference-free
+    trial loads no second model for it. Nothing for a DeepSpeed trial (its sharded policy generates only
+    inside its engine; evaluation asks the start point then), a resumed one, or without generation."""
+    from ablate import generations as gen_mod
+
+    if not cfg.evaluation.generate or cfg.distributed:
+        return StartEval()
+    with backend.compute():
+        prompts, prompt_ids = gen_mod.eval_prompts(cfg, splits, tokenizer)
+        base, path = gen_mod.baseline(cfg, backend, tokenizer, prompts, prompt_ids, start_model=policy)
+        logps = None
+        if cfg.reference is None:  # methods with a reference have the start point's log-probs anyway
+            logps = backend.pair_logps(policy, splits.held_out, cfg.evaluation.batch_size, tokenizer.pad_token_id)
+    return StartEval(base, path, logps)
+
+
 def evaluate_policy(
-    cfg: TrialConfig, backend: Backend, policy, ref_logps: PairLogps | None, tokenizer, splits: Splits
-) -> tuple[dict[str, float], dict]:
+    cfg: TrialConfig, backend: Backend, policy, ref_logps: PairLogps | None, tokenizer, splits: Splits,
+    start: StartEval | None = None,
+) -> tuple[dict[str, float], dict]:  # fmt: skip
     """The trial's held-out metrics, and its per-response records (``heldout_records``): preference
     metrics on the held-out pairs; with ``evaluation.generate``, generations on the evaluation prompts,
     the baseline's (``ablate.generations``), collapse diagnostics and every judge's win rates
@@ -256,12 +284,20 @@ def evaluate_policy(
         return metrics, heldout_records(cfg.method, cfg.hparams, pol, ref_logps)
     prompts, prompt_ids = gen_mod.eval_prompts(cfg, splits, tokenizer)
     ours = gen_mod.generate_set(backend, policy, tokenizer, prompts, prompt_ids, ev)
-    base, base_file = gen_mod.baseline(cfg, backend, tokenizer, prompts, prompt_ids)
-    start = ref_logps or reference.precomputed(cfg, backend, splits.held_out, "eval", pad)  # cached per sweep
+    start = start or StartEval()
+    if start.baseline is not None:
+        base, base_file = start.baseline, start.baseline_file
+    else:
+        base, base_file = gen_mod.baseline(cfg, backend, tokenizer, prompts, prompt_ids)
+    # The start point's held-out log-probs: the reference's, or the untrained policy's, or (DeepSpeed,
+    # reference-free) computed once per sweep by the start point and cached.
+    start_logps = ref_logps or start.logps or reference.precomputed(cfg, backend, splits.held_out, "eval", pad)
     oracle = judges.oracle_applies(ev, cfg.data)
     metrics.update(generation_metrics(prompts, ours.texts, ours.lengths, base.texts if oracle else None))
     metrics.update(gen_mod.collapse_metrics(ours.texts, ours.lengths, ev.new_tokens))
-    change = (pol.chosen / pol.chosen_len.clamp(min=1)).mean() - (start.chosen / start.chosen_len.clamp(min=1)).mean()
+    change = (pol.chosen / pol.chosen_len.clamp(min=1)).mean() - (
+        start_logps.chosen / start_logps.chosen_len.clamp(min=1)
+    ).mean()
     metrics.update(chosen_logp_change=float(change), chosen_logp_fell=float(change < 0))
     judged = judging.Judged()
     specs = judges.effective(ev, cfg.data)

@@ -123,14 +123,15 @@ def read_baseline(path: str | Path) -> GenerationSet:
 
 
 def baseline(
-    cfg: TrialConfig, backend: Backend, tokenizer, prompts: list[str], prompt_ids: list[list[int]]
+    cfg: TrialConfig, backend: Backend, tokenizer, prompts: list[str], prompt_ids: list[list[int]], start_model=None
 ) -> tuple[GenerationSet, Path]:
-    """The start point's generations on the prompts, from the cache or generated now by the start point
-    (each worker on its share) and written by the main worker. Returns the set and its file."""
+    """The start point's generations on the prompts, from the cache or generated now (each worker on its
+    share) and written by the main worker: by ``start_model`` (a policy before its first step is the start
+    point), else by the start point loaded for it. Returns the set and its file."""
     path = baseline_path(cfg.cache_dir, cfg.start.path, prompt_ids, cfg.evaluation)
     if backend.all_true(path.is_file()):
         return read_baseline(path), path
-    model = backend.load_reference(cfg)
+    model = start_model if start_model is not None else backend.load_reference(cfg)
     out = generate_set(backend, model, tokenizer, prompts, prompt_ids, cfg.evaluation)
     del model
     if backend.is_main:

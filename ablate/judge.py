@@ -22,6 +22,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 from pydantic import ValidationError
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: --judge {spec.name}: {problem}. Nothing was judged.", file=sys.stderr)
                 return EXIT_BAD_INPUT
     publish_baselines(sweep)
-    device = models.pick_device() if args.device is None else models.torch.device(args.device)
+    device = models.pick_device() if args.device is None else torch.device(args.device)
     return judge_sweep(sweep, trials, specs, device)
 
 

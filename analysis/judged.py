@@ -38,10 +38,15 @@ def lc_column(df: pd.DataFrame, judge: str) -> str:
     return sweep if sweep in df.columns and df[sweep].notna().any() else f"lc_win_rate@{judge}"
 
 
-def judged(row: pd.Series, judge: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def judged(row: pd.Series, judge: str, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(preferences, answer lengths, baseline lengths; in characters) of one trial under one judge,
-    from its ``heldout.json`` or its ``judgments.json``; None when it was not judged by it."""
-    record = load_heldout(row.get("heldout"))
+    from its ``heldout.json`` or its ``judgments.json``; None when it was not judged by it. ``cache``
+    keeps the files read, for the next judge."""
+    cache = {} if cache is None else cache
+    path = row.get("heldout")
+    if path not in cache:
+        cache[path] = load_heldout(path)
+    record = cache[path]
     gen = (record or {}).get("generations") or {}
     if not gen.get("text") or "baseline_chars" not in gen:
         return None
@@ -66,10 +71,11 @@ def add_sweep_lc(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         return df, notes
     done = df[df["status"] == FINISHED]
     columns: dict[str, pd.Series] = {}
+    cache: dict = {}
     for judge in judge_ids(df):
         lc_col, se_col = f"lc_win_rate_sweep@{judge}", f"lc_win_rate_sweep_se@{judge}"
         for _, group in done.groupby("task_key"):
-            got = {i: judged(row, judge) for i, row in group.iterrows()}
+            got = {i: judged(row, judge, cache) for i, row in group.iterrows()}
             got = {i: g for i, g in got.items() if g is not None}
             sizes = {len(g[0]) for g in got.values()}
             if len(got) < 2 or len(sizes) != 1:
