@@ -158,3 +158,70 @@ def test_a_judge_with_its_own_code_needs_trust_remote_code(tmp_path, cache_dir, 
     ok = _sweep(tmp_path, cache_dir, {"judges": [{"name": str(remote), "trust_remote_code": True}]})
     assert run_main([ok, "--dry-run"]) == 0
     assert "trust_remote_code: true" in capsys.readouterr().err  # warned, like the policy's
+
+
+def test_prompts_from_a_file_sampled_and_judged(small_spec, start, tmp_path):
+    """Instructions from a local JSONL file (AlpacaEval-style), sampled with a seed: the baseline comes
+    from the untrained policy (the start point), the reward model judges, and the same seed samples the
+    same answers again."""
+    rows = [{"instruction": f"Q: w{i:02d} w{(i + 3) % 24:02d} A:"} for i in range(12)]
+    (tmp_path / "instructions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evaluation = {**SMALL["evaluation"], "prompts": str(tmp_path / "instructions.jsonl"), "num_prompts": 10,
+                  "generation": {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 6, "seed": 3},
+                  "judges": ["builtin:reward-model"]}  # fmt: skip
+    trial = make_trial(small_spec, start, "simpo", evaluation=evaluation, training={"learning_rate": 3e-5})
+    runs = []
+    for _ in range(2):
+        saved: dict[str, bytes] = {}
+        final = run_trial(trial, report=lambda _: None, save_artifact=lambda n, b: saved.__setitem__(n, b))
+        runs.append((final, json.loads(saved["heldout.json"])["generations"]))
+    (final, gen), (again, gen2) = runs
+    assert gen["prompt"] == [r["instruction"] for r in rows[:10]]
+    assert max(gen["length"]) <= 6 and "oracle_win_rate" not in final  # not the task's own prompts
+    assert 0 <= final["win_rate@builtin:reward-model"] <= 1
+    assert gen["text"] == gen2["text"] and final["win_rate@builtin:reward-model"] == again["win_rate@builtin:reward-model"]
+    baseline = json.loads(open(gen["baseline_file"]).read())
+    assert baseline["prompts"] == gen["prompt"] and len(baseline["texts"]) == 10
+
+
+def test_collapse_diagnostics_by_hand():
+    from ablate.generations import collapse_metrics
+
+    texts = ["a b c d a b c d", "a b", "x y z"]  # the first repeats a 4-gram; 7 + 1 + 2 bigrams, 6 distinct
+    m = collapse_metrics(texts, [8, 2, 5], max_new_tokens=5)
+    assert m["repeat_4gram_rate"] == pytest.approx(1 / 3)
+    assert m["distinct_2"] == pytest.approx(6 / 10)
+    assert m["hit_max_tokens_rate"] == pytest.approx(2 / 3)
+
+
+def test_judges_table_without_an_oracle_compares_the_judges():
+    import pandas as pd
+
+    from analysis.judged import judges_frame
+
+    best = pd.DataFrame({"label": ["A", "B", "C"], "win_rate@j1_mean": [0.7, 0.5, 0.3],
+                         "win_rate@j2_mean": [0.3, 0.5, 0.7], "lc_win_rate@j1_mean": [0.6, 0.5, 0.4],
+                         "lc_win_rate@j2_mean": [0.6, 0.4, 0.5]})  # fmt: skip
+    trials = pd.DataFrame({"status": ["finished"] * 3, "win_rate@j1": [0.7, 0.5, 0.3], "win_rate@j2": [0.3, 0.5, 0.7],
+                           "length_coef@j1": [1.0, 2.0, 3.0], "length_coef@j2": [0.0, 0.0, 0.0]})  # fmt: skip
+    frame = judges_frame(best, trials)
+    row = frame.iloc[0]
+    assert row["Judges"] == "j1 vs j2" and row["τ raw WR"] == "-1.00" and row["τ LC"] == "+0.33"
+    assert row["Length weight φ"] == "2.000 ± 1.000 / 0.000 ± 0.000"
+
+
+def test_findings_use_the_first_judges_lc_win_rate_without_an_oracle():
+    import pandas as pd
+
+    from analysis.findings import findings
+
+    rows = []
+    for label, length, lc in (("SimPO", 3.0, 0.60), ("SimPO w/o LN", 4.0, 0.40)):
+        for seed, noise in enumerate((-0.01, 0.0, 0.01)):
+            rows.append({"label": label, "status": "finished", "setting": "s", "method": "simpo", "reference": None,
+                         "gen_length": length + noise, "length_logp_spearman": 0.1, "reward_likelihood_agreement": 1.0,
+                         "reward_accuracy": 0.6, "runtime_s": 1.0, "peak_memory_mb": 1.0, "seed": seed,
+                         "win_rate@rm": lc + 0.1, "lc_win_rate@rm": lc + noise})  # fmt: skip
+    table = findings(pd.DataFrame(rows), "lc_win_rate@rm")
+    claim = table[table["metric"] == "lc_win_rate@rm"].iloc[0]
+    assert claim["claim"] == "w/o LN has a lower LC win rate (rm) than SimPO" and claim["verdict"] == "reproduced"
