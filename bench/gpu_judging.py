@@ -24,9 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    from ablate import judges, models
+    from ablate import judges, models, startpoint
     from ablate import spec as spec_mod
-    from ablate import startpoint
     from ablate.spec.schema import JudgeSpec
     from ablate.trial import run_trial
     from tests.test_judges import save_tiny_reward_model

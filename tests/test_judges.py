@@ -173,7 +173,7 @@ def test_prompts_from_a_file_sampled_and_judged(small_spec, start, tmp_path):
     runs = []
     for _ in range(2):
         saved: dict[str, bytes] = {}
-        final = run_trial(trial, report=lambda _: None, save_artifact=lambda n, b: saved.__setitem__(n, b))
+        final = run_trial(trial, report=lambda _: None, save_artifact=saved.__setitem__)
         runs.append((final, json.loads(saved["heldout.json"])["generations"]))
     (final, gen), (again, gen2) = runs
     assert gen["prompt"] == [r["instruction"] for r in rows[:10]]
