@@ -34,7 +34,9 @@ def test_paper_sweep_dry_run(name, capsys, monkeypatch):
     assert run_main([str(path), "--dry-run"]) == 0  # the CLI's own entry point, in process
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == f"{EXPECTED_TRIALS} trials"
-    assert all(line.endswith("8 workers x (cpu=8.0 gpu=1.0), ZeRO-3") for line in lines[1:-1])
+    rows = [line for line in lines[:-1] if line.split()[0].isdigit()]  # one per trial, after the header lines
+    assert len(rows) == EXPECTED_TRIALS
+    assert all(line.endswith("8 workers x (cpu=8.0 gpu=1.0), ZeRO-3") for line in rows)
 
     model, data, beta, ratio, lr = PAPER[name]
     spec = spec_mod.load_sweep(path)

@@ -9,7 +9,7 @@ import re
 
 from rich.console import Console
 
-from ablate import progress, startpoint
+from ablate import progress, startpoint, worker_cache
 from ablate.trial import run_trial
 from tests.conftest import make_trial
 
@@ -79,6 +79,8 @@ def test_the_long_steps_report_progress(tmp_path, small_spec, start, monkeypatch
     """SFT training and its baseline generations (a fresh tiny start point), then a DPO trial with a
     fresh cache: tokenizing its data and precomputing its reference log-probs."""
     monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    # A fresh worker: earlier tests in this process may hold the tokenized data in memory.
+    monkeypatch.setattr(worker_cache, "_tokenized", {})
     data = small_spec.data.model_dump()
     data["task"] = {**data["task"], "n_sft": 64}
     sft = {**small_spec.sft.model_dump(), "epochs": 2, "batch_size": 32}

@@ -34,6 +34,14 @@ from ablate import tracking
 from ablate.tracking import SweepInfo
 
 MLFLOW_BATCH = 100  # parameters per log_batch request (MLflow's limit)
+_MLFLOW_UNSAFE = re.compile(r"[^/\w.\- :]")
+
+
+def mlflow_key(name: str) -> str:
+    """A metric name MLflow accepts (letters, digits, ``_ - . : /`` and spaces): a judge's metrics such
+    as ``lc_win_rate@builtin:reward-model`` become ``lc_win_rate.builtin:reward-model``."""
+    key = _MLFLOW_UNSAFE.sub("_", name.replace("@", "."))
+    return re.sub(r"/{2,}", "/", key).strip("/")
 
 
 def _never_fatal(method):
@@ -137,7 +145,7 @@ class MLflowTracker(MLflowLoggerCallback):
             self.log_trial_start(trial)
         step = self._steps[trial] = tracking.step_of(result, self._steps.get(trial, 0))
         now = int(time.time() * 1000)
-        values = [Metric(k, v, now, step) for k, v in tracking.metrics(result).items()]
+        values = [Metric(mlflow_key(k), v, now, step) for k, v in tracking.metrics(result).items()]
         status = [RunTag("status", str(result["status"]))] if "status" in result else []
         self.client.log_batch(self._trial_runs[trial], metrics=values, tags=status)
 
