@@ -57,7 +57,13 @@ class SweepPlan:
         extra = {}
         if self.search:
             extra = {"start": start_for(self.spec.data.model_dump()), "cache_dir": cache_dir}
-        return replace(self, trials=trials, trial_extra=extra)
+        return replace(self, trials=trials, trial_extra={**self.trial_extra, **extra})
+
+    def with_extra(self, extra: dict) -> SweepPlan:
+        """The plan with ``extra`` in every trial config (a staged sweep's sweep and stage names)."""
+        return replace(
+            self, trials=[{**t, **extra} for t in self.trials], trial_extra={**self.trial_extra, **extra}
+        )
 
 
 def build(spec: SweepSpec) -> SweepPlan:

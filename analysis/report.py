@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import fetch, plots, stats, tables, writers
+from analysis import fetch, plots, staged, stats, tables, writers
 from analysis.load import find_sweeps, load_trials
 
 EXIT_BAD_INPUT = 2
@@ -63,14 +63,16 @@ def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: s
                  notes: list[str] | None = None) -> Path:  # fmt: skip
     """Aggregate ``df`` (from ``load_trials``) and write every file of the report; returns report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = stats.analyze(df, metric, mode)
-    table_list = tables.build_tables(results, spread, df, metric)
+    analysed, stage_notes = staged.final_stage(df)  # a staged sweep: its final stage; else every trial
+    results = stats.analyze(analysed, metric, mode)
+    table_list = tables.build_tables(results, spread, analysed, metric)
+    table_list += [t for t in [staged.tuning_path_table(df, spread)] if t is not None]
     for t in table_list:
         writers.write_table(t, out_dir)
     figures = plots.build_figures(results, out_dir, spread)
     df.drop(columns=["history"], errors="ignore").to_csv(out_dir / "trials.csv", index=False)
     empty = sorted(set(df["sweep"]) - set(stats.finished(df)["sweep"]))
-    all_notes = list(notes or []) + results.notes
+    all_notes = list(notes or []) + stage_notes + results.notes
     if empty:
         all_notes.append(f"No trial of sweep(s) {', '.join(empty)} finished; they add nothing to the tables.")
     direction = "highest" if mode == "max" else "lowest"
@@ -111,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
               "Check the trials' error.txt, or finish the sweep with `python -m ablate.run SWEEP.yaml --resume`.",
               file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
-    metric, mode, notes = choose_metric(df, args.metric, args.mode)
-    available = sorted(c for c in stats.metric_columns(finished) if finished[c].notna().any())
+    analysed = staged.final_stage(df)[0]  # what the tables are drawn from
+    metric, mode, notes = choose_metric(analysed, args.metric, args.mode)
+    done = stats.finished(analysed)
+    available = sorted(c for c in stats.metric_columns(done) if done[c].notna().any())
     if metric not in available:
         print(f"error: --metric {metric}: no finished trial reported it. Choose one of: {', '.join(available)}.",
               file=sys.stderr)  # fmt: skip

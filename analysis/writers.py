@@ -20,6 +20,7 @@ SECTIONS = [
     ("The paper's findings", ["findings"], []),
     ("Length bias of the labels", ["length_bias"], []),
     ("Main comparison", ["main"], []),
+    ("Tuning path", ["tuning_path"], []),
     ("Ablation", ["ablation"], []),
     ("Hyperparameter sensitivity", ["sensitivity", "importance"], ["gamma", "sensitivity-"]),
     ("Length and likelihood", ["length"], ["length-logp"]),
