@@ -14,8 +14,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 
 from ablate import plan as plan_mod
 from ablate import selection
@@ -178,9 +180,10 @@ def launch(args: argparse.Namespace, spec: SweepSpec) -> int:
                   f"({root}/{RECORD}).")  # fmt: skip
         spec = launched
     t0 = time.time()
-    if not run.connect(args, tune):
+    pending = not args.resume or any(record.selection(s.name) is None for s in spec.stages)
+    if pending and not run.connect(args, tune):  # a finished staged sweep only prints its selections
         return run.EXIT_BAD_INPUT
-    if record is None or not args.resume:  # the sweep exists from here on: --resume continues it
+    if not args.resume:  # the sweep exists from here on: --resume continues it
         record = Record.create(f"{root}/{RECORD}", spec)
     start_for = run.start_points(spec, startpoint)
     print(f"Staged sweep {spec.name}: {len(spec.stages)} stages{' (resumed)' if args.resume else ''}")
@@ -201,7 +204,14 @@ def launch(args: argparse.Namespace, spec: SweepSpec) -> int:
     return 0 if last and any(m["status"] == "selected" for m in last["methods"]) else 1
 
 
-def run_stage(spec: SweepSpec, position: int, record: Record, start_for, tune, header: str) -> dict:
+def run_stage(
+    spec: SweepSpec,
+    position: int,
+    record: Record,
+    start_for: Callable[[dict], dict],
+    tune: ModuleType,
+    header: str,
+) -> dict:
     """Run one stage from the recorded winners of its source stage; return its selection record."""
     stage = spec.stages[position]
     src = stage_spec.source(spec, position)

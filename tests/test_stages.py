@@ -401,3 +401,16 @@ def test_a_method_with_no_finished_trial_stops_and_the_others_go_on(staged_run):
     }
     assert seeds["C"] == {"label": "C", "status": "stopped before", "reason": "stopped at stage lr"}
     assert "C                stopped before: stopped at stage lr" in staged_run["resumed"].stdout
+
+
+@pytest.mark.slow
+def test_a_finished_staged_sweep_is_not_mixed_with_new_results(staged_run, capsys):
+    path = staged_run["root"].parents[1] / "staged.yaml"
+    before = (staged_run["root"] / "stages.json").read_bytes()
+    assert run_main([str(path)]) == 2  # exists: --resume or --overwrite
+    assert "a sweep called 'staged' already exists" in capsys.readouterr().err
+    again = subprocess.run([sys.executable, "-m", "ablate.run", str(path), "--resume"], capture_output=True,
+                           text=True, cwd=REPO, env=cli_env(), timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("finished before; not rerun.") == 3  # nothing to run: no Ray started
+    assert (staged_run["root"] / "stages.json").read_bytes() == before
