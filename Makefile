@@ -6,7 +6,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 
-.PHONY: install demo test lint bench clean browser docs-img
+.PHONY: install tracking demo test lint bench clean browser docs-img
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -16,11 +16,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# The experiment trackers (MLflow, W&B, TensorBoard): optional for users, needed by the tests.
+$(VENV)/.tracking: $(VENV)/.installed
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,tracking]'
+	touch $@
+
+tracking: $(VENV)/.tracking
+
 demo: install
 	$(PY) -m ablate.run sweeps/gamma.yaml --overwrite
 	$(PY) -m analysis.report results/gamma
 
-test: install browser
+test: install tracking browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

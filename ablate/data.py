@@ -1,7 +1,8 @@
 """Preference pairs → token ids with prompt tokens masked out of the labels → padded batches.
 
-Sources: the built-in synthetic task (``builtin:synthetic``), a local JSONL/JSON/Parquet file,
-or a hub dataset id (through ``datasets``). Rows need ``prompt``, ``chosen`` and ``rejected``
+Sources: the built-in synthetic task (``builtin:synthetic``), a local JSONL/JSON/Parquet file, a
+directory written by ``datasets``' ``save_to_disk``, or a hub dataset id (through ``datasets``); which
+rows are trained on and which are held out: ``ablate.datasource``. Rows need ``prompt``, ``chosen`` and ``rejected``
 (field names configurable); chosen/rejected may also be chat message lists, as in
 UltraFeedback-binarized, in which case the last assistant message is the response.
 
@@ -13,6 +14,7 @@ truncated, each counted in the trial's metrics (``SKIP_COUNTS``).
 
 from __future__ import annotations
 
+import codecs
 import json
 import random
 from dataclasses import dataclass
@@ -59,8 +61,9 @@ def _is_chat(value) -> bool:
 def read_json_rows(path: Path) -> list[tuple[int, object]]:
     """``(line number, parsed value)`` of a JSON-lines file, or of a ``.json`` file holding one array.
 
-    Strict: bytes that are not UTF-8 and lines that are not JSON are errors naming the line."""
-    raw = path.read_bytes()
+    Strict: bytes that are not UTF-8 and lines that are not JSON are errors naming the line. A UTF-8
+    byte-order mark (written by Windows tools and spreadsheet exports) is skipped."""
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -135,6 +138,8 @@ def load_rows(
     """Rows ``{prompt, chosen, rejected}`` from a local file or a hub dataset split."""
     import datasets  # heavy; only needed for non-built-in data
 
+    from ablate import datasource
+
     path = Path(source).expanduser()
     if path.suffix in (".jsonl", ".json") and path.is_file():
         rows = [check_row(row, f"{path} line {n}", fields) for n, row in read_json_rows(path)]
@@ -145,6 +150,8 @@ def load_rows(
         if not path.is_file():
             raise DataError(f"data file {path} does not exist")
         ds = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+    elif datasource.kind(source) in ("saved_splits", "saved_table"):
+        ds = datasource.load_saved(source, split)
     else:
         ds = datasets.load_dataset(source, split=split)
     missing = [f for f in fields if f not in ds.column_names]
@@ -267,16 +274,17 @@ def load_splits(data: dict, counts: dict | None = None) -> tuple[list[dict], lis
     if data["source"] == "builtin:synthetic":
         task = synthetic.build_task(synthetic.TaskConfig.model_validate(data["task"]))
         return task["train"], task["eval"]
+    from ablate import datasource
+
     fields = tuple(data["fields"])
-    path = Path(data["source"]).expanduser()
-    if path.suffix in LOCAL_FORMATS:
-        rows = load_rows(data["source"], "train", fields)
-        n_eval = max(1, len(rows) // 10)  # a single file: its last tenth is held out
-        train, held_out = rows[:-n_eval], rows[-n_eval:]
-    else:
-        train = load_rows(data["source"], data["train_split"], fields)
-        held_out = load_rows(data["source"], data["eval_split"], fields)
-    train, held_out = drop_unusable(train, counts), drop_unusable(held_out, counts)
+    read: dict[tuple, list[dict]] = {}  # a single file split in two is read once
+    parts = []
+    for part in datasource.split_plan(data):
+        key = (part.source, part.split)
+        if key not in read:
+            read[key] = load_rows(part.source, part.split or "train", fields)
+        parts.append(part.take(read[key]))
+    train, held_out = drop_unusable(parts[0], counts), drop_unusable(parts[1], counts)
     for name, rows in (("training", train), ("held-out", held_out)):
         if not rows:
             raise DataError(
@@ -287,10 +295,12 @@ def load_splits(data: dict, counts: dict | None = None) -> tuple[list[dict], lis
 
 
 def validate_local(data: dict) -> dict[str, int] | None:
-    """Driver-side check of a local data file before any trial starts: the ``DataError`` a trial
-    would raise, or the counts of pairs that trials will skip. None for built-in and hub data."""
-    path = Path(data["source"]).expanduser()
-    if data["source"].startswith("builtin:") or path.suffix not in LOCAL_FORMATS:
+    """Driver-side check of local data (files or save_to_disk directories) before any trial starts: the
+    ``DataError`` a trial would raise, or the counts of pairs that trials will skip. None for built-in
+    and hub data."""
+    from ablate import datasource
+
+    if not (datasource.is_local(data["source"]) or datasource.is_local(data.get("eval_source"))):
         return None
     counts = {"skipped_pairs_empty": 0, "skipped_pairs_identical": 0}
     train, held_out = load_splits(data, counts)
@@ -310,10 +320,10 @@ def file_columns(path: Path) -> list[str]:
         if path.suffix == ".jsonl":
             # Only the first row is decoded here; read_json_rows checks every line before launch.
             with path.open("rb") as f:
-                first = next((line for line in f if line.strip()), b"")
-            row = json.loads(first.decode("utf-8")) if first else None
+                first = next((line for line in f if line.removeprefix(codecs.BOM_UTF8).strip()), b"")
+            row = json.loads(first.decode("utf-8-sig")) if first else None  # -sig: a byte-order mark is skipped
         else:
-            with path.open(encoding="utf-8") as f:
+            with path.open(encoding="utf-8-sig") as f:
                 content = json.load(f)
             row = content[0] if isinstance(content, list) and content else content
     except (OSError, UnicodeDecodeError, ValueError) as e:

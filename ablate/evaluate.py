@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ablate import losses, shared_prompt
+from ablate import losses, progress, shared_prompt
 from ablate.data import TokenizedPair, collate_pairs
 from ablate.synthetic import oracle_reward
 from ablate.train import sequence_logps
@@ -49,12 +49,14 @@ def pair_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, 
     )
     logps = torch.empty(2, len(pairs))
     lengths = torch.empty(2, len(pairs))
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        batch = {k: v.to(device) for k, v in collate([pairs[i] for i in idx], pad_id).items()}
-        summed, counts = logps_of(model, batch)
-        logps[:, idx] = summed.float().cpu().view(2, -1)
-        lengths[:, idx] = counts.float().cpu().view(2, -1)
+    with progress.loop(len(order), "pairs") as shown:  # shown only inside a progress.label (a long step)
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            batch = {k: v.to(device) for k, v in collate([pairs[i] for i in idx], pad_id).items()}
+            summed, counts = logps_of(model, batch)
+            logps[:, idx] = summed.float().cpu().view(2, -1)
+            lengths[:, idx] = counts.float().cpu().view(2, -1)
+            shown.advance(len(idx))
     model.train(was_training)
     return PairLogps(logps[0], logps[1], lengths[0], lengths[1])
 
@@ -118,6 +120,7 @@ def generate(
     texts: list[str] = []
     counts: list[int] = []
     pad = tokenizer.pad_token_id
+    shown = progress.loop(len(prompts), "prompts")  # shown only inside a progress.label (a long step)
     for s in range(0, len(prompts), batch_size):
         chunk = prompts[s : s + batch_size]
         width = max(len(p) for p in chunk)
@@ -137,6 +140,8 @@ def generate(
                 row = row[: row.index(tokenizer.eos_token_id)]
             texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
             counts.append(len(row))
+        shown.advance(len(chunk))
+    shown.close()
     model.train(was_training)
     return texts, counts
 

@@ -9,6 +9,7 @@ sweep's limits, so the CLI hands ``tune.run`` one thing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ class SweepPlan:
     # What every trial config gets once the sweep's start points are prepared (``with_start``); a
     # searcher adds it to the configs it draws.
     trial_extra: dict = field(default_factory=dict)
+    source_file: str | None = None  # the sweep file, for the trackers' sweep-level run (``ablate.tracking``)
 
     @property
     def name(self) -> str:
@@ -64,6 +66,20 @@ class SweepPlan:
         return replace(
             self, trials=[{**t, **extra} for t in self.trials], trial_extra={**self.trial_extra, **extra}
         )
+
+    def with_data_split(self, split_for: Callable[[dict], dict]) -> SweepPlan:
+        """The plan with each trial's ``data_split`` (``split_for(data section)``): where its training
+        and held-out pairs come from and how many, recorded in its config."""
+        trials = [{**t, "data_split": split_for(t["data"])} for t in self.trials]
+        extra = dict(self.trial_extra)
+        if self.search:
+            extra["data_split"] = split_for(self.spec.data.model_dump())
+        return replace(self, trials=trials, trial_extra=extra)
+
+    def data_sections(self) -> list[dict]:
+        """The distinct ``data`` sections of the sweep's trials (one per point of ``data.task_grid``)."""
+        sections = [t["data"] for t in self.trials] or [self.spec.data.model_dump()]
+        return list({json.dumps(d, sort_keys=True, default=str): d for d in sections}.values())
 
 
 def build(spec: SweepSpec) -> SweepPlan:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ablate import progress
 from ablate.backends import Backend
 from ablate.cache import atomic_torch_save, cache_key
 from ablate.data import TokenizedPair
@@ -32,7 +33,8 @@ def precomputed(
     if backend.all_true(path.is_file()):  # every worker agrees, or every worker computes (a collective)
         return PairLogps(**torch.load(path, weights_only=True))
     model = backend.load_reference(cfg)
-    out = backend.pair_logps(model, pairs, cfg.evaluation.batch_size, pad_id)
+    with progress.label(f"precomputing reference log-probs of the {split} split ({len(pairs)} pairs)"):
+        out = backend.pair_logps(model, pairs, cfg.evaluation.batch_size, pad_id)
     del model
     if backend.is_main:
         atomic_torch_save(vars(out), path)

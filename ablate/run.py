@@ -6,6 +6,7 @@ prepares the SFT start point, runs the trials on Ray Tune and prints a summary."
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import socket
 import sys
@@ -14,9 +15,12 @@ from collections.abc import Callable
 
 from ablate import plan as plan_mod
 from ablate import spec as spec_mod
+from ablate import tracking
 from ablate.cache import cache_key
 from ablate.plan import SweepPlan
 from ablate.spec import SpecError, SweepSpec
+from ablate.spec import stages as stage_spec
+from ablate.tracking import preflight as tracking_preflight
 
 EXIT_BAD_INPUT = 2
 
@@ -159,24 +163,37 @@ def summarize(outcome, metric: str, mode: str) -> None:
     print(f"Results: {outcome.path}\nReport:  python -m analysis.report {outcome.path}")
 
 
-def check_data(sweep: str, spec) -> bool:
-    """Read a local data file before anything launches: a bad file is an error here, not in every trial."""
+def check_data(sweep: str, plan: SweepPlan) -> SweepPlan | None:
+    """Read local data before anything launches (a bad file is an error here, not in every trial), print
+    which pairs are trained on and which held out, and record that in every trial's config
+    (``data_split``). None (after the error) on bad data."""
+    from ablate import datasource
     from ablate.data import DataError, validate_local
 
-    try:
-        counts = validate_local(spec.data.model_dump())
-    except DataError as e:
-        print(f"error: {sweep}: data.source: {e}", file=sys.stderr)
-        return False
-    if counts:
-        skipped = ", ".join(
-            f"{v} {k.removeprefix('skipped_pairs_')}" for k, v in counts.items() if "skip" in k and v
-        )
-        print(
-            f"Data {spec.data.source}: {counts['train_pairs']} training and {counts['held_out_pairs']} held-out pairs"
-            + (f"; skipped pairs: {skipped}" if skipped else "")
-        )
-    return True
+    splits: dict[str, dict] = {}
+    printed: list[str] = []
+    for data in plan.data_sections():
+        try:
+            counts = validate_local(data)
+        except DataError as e:
+            eval_source = data.get("eval_source")
+            field = "data.eval_source" if eval_source and str(eval_source) in str(e) else "data.source"
+            print(f"error: {sweep}: {field}: {e}", file=sys.stderr)
+            return None
+        split = splits[cache_key(data)] = datasource.record(data, counts)
+        if counts:
+            skipped = ", ".join(
+                f"{v} {k.removeprefix('skipped_pairs_')}" for k, v in counts.items() if "skip" in k and v
+            )
+            print(
+                f"Data {data['source']}: {counts['train_pairs']} training and {counts['held_out_pairs']} held-out pairs"
+                + (f"; skipped pairs: {skipped}" if skipped else "")
+            )
+        line = f"Data split: {datasource.describe(split)}"
+        if line not in printed:
+            printed.append(line)
+            print(line)
+    return plan.with_data_split(lambda data: splits[cache_key(data)])
 
 
 def load(args: argparse.Namespace) -> SweepSpec:
@@ -226,13 +243,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         spec = load(args)
-        plan = None if spec.stages else plan_mod.build(spec)  # a staged sweep plans stage by stage
+        # A staged sweep plans stage by stage (ablate.stages); its first stage stands for its data here.
+        plan = plan_mod.build(stage_spec.stage_spec(spec, 0, None) if spec.stages else spec)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if not check_data(args.sweep, spec):
+    plan = check_data(args.sweep, plan)
+    if plan is None:
         return EXIT_BAD_INPUT
     if args.dry_run:
+        if spec.tracking.any:
+            print(tracking.describe(spec.tracking))
         if spec.stages:
             from ablate import stages
 
@@ -240,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print_dry_run(plan)
         return 0
+    problem = tracking_preflight.problem(spec.tracking) if spec.tracking.any else None
+    if problem:  # before Ray starts and the start point trains
+        print(f"error: {args.sweep}: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     problem = check_address(args.address)
     if problem:
         print(f"error: --address {args.address}: cannot reach a Ray cluster: {problem}. Give the head's "
@@ -249,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.stages:
         from ablate import stages
 
-        return stages.launch(args, spec)
+        return stages.launch(args, spec, plan)
     return launch(args, plan)
 
 
@@ -292,7 +317,7 @@ def launch(args: argparse.Namespace, plan: SweepPlan) -> int:
     if not connect(args, tune):  # before the SFT start point, so a wrong address costs no training
         return EXIT_BAD_INPUT
     spec = plan.spec
-    plan = plan.with_start(start_points(spec, startpoint))
+    plan = dataclasses.replace(plan.with_start(start_points(spec, startpoint)), source_file=args.sweep)
     print(f"Sweep {spec.name}: {plan.total} trials ({spec.search}){' (resumed)' if args.resume else ''}")
     outcome = tune.run(plan, resume=args.resume)
     summarize(outcome, spec.metric, spec.mode)

@@ -21,6 +21,7 @@ from types import ModuleType
 
 from ablate import plan as plan_mod
 from ablate import selection
+from ablate.cache import cache_key
 from ablate.spec import SweepSpec
 from ablate.spec import stages as stage_spec
 
@@ -157,9 +158,10 @@ def describe(spec: SweepSpec, position: int, one: SweepSpec) -> str:
 # --- running -----------------------------------------------------------------------------------
 
 
-def launch(args: argparse.Namespace, spec: SweepSpec) -> int:
+def launch(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPlan) -> int:
     """Run the stages in order (or with ``--resume`` continue where the sweep stopped); exit code as
-    ``ablate.run``: 0 when the last stage finished a trial, 1 otherwise, 2 on bad input."""
+    ``ablate.run``: 0 when the last stage finished a trial, 1 otherwise, 2 on bad input. ``checked``:
+    the first stage's plan after ``ablate.run.check_data``, whose data split every stage records."""
     from ablate import run, startpoint, tune
 
     root = tune.experiment_path(spec.storage, spec.name)
@@ -186,6 +188,14 @@ def launch(args: argparse.Namespace, spec: SweepSpec) -> int:
     if not args.resume:  # the sweep exists from here on: --resume continues it
         record = Record.create(f"{root}/{RECORD}", spec)
     start_for = run.start_points(spec, startpoint)
+    splits = {cache_key(t["data"]): t["data_split"] for t in checked.trials}
+    if checked.search:
+        splits[cache_key(spec.data.model_dump())] = checked.trial_extra["data_split"]
+
+    def prepare(plan: plan_mod.SweepPlan) -> plan_mod.SweepPlan:  # what ablate.run.launch adds to a plan
+        plan = plan.with_data_split(lambda data: splits[cache_key(data)]).with_start(start_for)
+        return replace(plan, source_file=args.sweep)
+
     print(f"Staged sweep {spec.name}: {len(spec.stages)} stages{' (resumed)' if args.resume else ''}")
     last = None
     for i, stage in enumerate(spec.stages):
@@ -195,7 +205,7 @@ def launch(args: argparse.Namespace, spec: SweepSpec) -> int:
             print(f"{header}: finished before; not rerun.")
             print_selection(last)
             continue
-        last = run_stage(spec, i, record, start_for, tune, header)
+        last = run_stage(spec, i, record, prepare, tune, header)
         record.data["selections"][stage.name] = last
         record.save()
         print_selection(last)
@@ -208,7 +218,7 @@ def run_stage(
     spec: SweepSpec,
     position: int,
     record: Record,
-    start_for: Callable[[dict], dict],
+    prepare: Callable[[plan_mod.SweepPlan], plan_mod.SweepPlan],
     tune: ModuleType,
     header: str,
 ) -> dict:
@@ -241,7 +251,7 @@ def run_stage(
     if not one.methods:
         print(f"{header}: not run: no method has a winner to start from.")
         return {**base, "trials": 0, "methods": methods}
-    plan = plan_mod.build(one).with_extra({"sweep": spec.name, "stage": stage.name}).with_start(start_for)
+    plan = prepare(plan_mod.build(one).with_extra({"sweep": spec.name, "stage": stage.name}))
     earlier = [(tune.experiment_path(one.storage, s.name)) for s in spec.stages[:position]]
     plan, replayed = with_replays(plan, earlier)
     resumed = tune.exists(one.storage, one.name)  # this stage had started: continue it

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ablate import data as data_mod
-from ablate import models, synthetic
+from ablate import models, progress, synthetic
 from ablate.cache import atomic_dir, atomic_write_json, cache_key
 from ablate.evaluate import generate
 from ablate.train import AdamWStepper, Hooks, TrainSettings, sequence_logps, total_steps, train
@@ -59,12 +59,14 @@ def train_sft(out_dir: Path, model_cfg: dict, data: dict, sft: dict, log=print) 
         return loss, {"loss": loss.item()}
 
     settings = TrainSettings(learning_rate=sft["learning_rate"], epochs=sft["epochs"], log_every=50)
-    stepper = AdamWStepper(model, nll, settings, total_steps(batches_of, settings), collate)
+    steps = total_steps(batches_of, settings)
+    stepper = AdamWStepper(model, nll, settings, steps, collate)
 
     def on_log(step: int, logged: dict[str, float]) -> None:
         log(f"  sft step {step}: loss {logged['loss']:.3f}")
 
-    result = train(stepper, batches_of, settings, Hooks(on_log=on_log))
+    with progress.Progress("training the SFT start point", steps, "steps") as shown:
+        result = train(stepper, batches_of, settings, Hooks(after_step=lambda _: shown.advance(), on_log=on_log))
     log(f"  sft: {result.steps} steps in {result.seconds:.1f}s")
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -83,9 +85,10 @@ def baseline_generations(model_dir: Path, data: dict, evaluation: dict) -> Path:
     _, held_out = data_mod.load_splits(data)
     rows = held_out[: evaluation["num_prompts"]]
     prompts = [data_mod.tokenize_prompt(tokenizer, r["prompt"], data["max_prompt_length"]) for r in rows]
-    texts, _ = generate(
-        model, tokenizer, prompts, evaluation["max_new_tokens"], evaluation["batch_size"], "cpu"
-    )
+    with progress.label(f"SFT baseline generations on {len(prompts)} held-out prompts"):
+        texts, _ = generate(
+            model, tokenizer, prompts, evaluation["max_new_tokens"], evaluation["batch_size"], "cpu"
+        )
     atomic_write_json(path, texts)
     return path
 

@@ -59,7 +59,8 @@ def run_trial(
     clock.train_start = time.perf_counter()
     ref = reference.prepare(cfg, backend, splits.train, tokenizer.pad_token_id)
     prior = Prior.of(resume, policy)
-    run = train_policy(cfg, backend, policy, ref, splits, tokenizer.pad_token_id, Reporter(report, report_checkpoint), prior, clock)
+    reporter = Reporter(report, report_checkpoint)
+    run = train_policy(cfg, backend, policy, ref, splits, tokenizer.pad_token_id, reporter, prior, clock)
 
     metrics = {"status": run.status, "train_loss": run.last.get("train_loss", float("nan")),
                "runtime_s": prior.runtime_s + run.runtime_s, **run.extra, **splits.counts}  # fmt: skip
@@ -171,7 +172,7 @@ def train_policy(
     collate = preference.collator(splits.train, pad, backend.device, shared_prompt.usable(policy, splits.train))
     total = total_steps(batches_of, settings)
     stepper = backend.stepper(policy, StepperSetup(loss_for, settings, total, collate, prior.train_state))
-    logger = StepLogger(cfg, backend, stepper, ref, splits, pad, reporter, prior, clock, total)
+    logger = StepLogger(cfg, backend, stepper, ref, splits, pad, reporter, prior, clock, total, settings.checkpoint_every)
     hooks = Hooks(before_step=faulty.before_step, after_step=clock.after_step, on_log=logger.on_log)
     try:
         result = train(stepper, batches_of, settings, hooks, prior.step)
@@ -217,6 +218,7 @@ class StepLogger:
     def __init__(
         self, cfg: TrialConfig, backend: Backend, stepper: Stepper, ref: reference.Reference,
         splits: worker_cache.Splits, pad: int, reporter: Reporter, prior: Prior, clock: Clock, total: int,
+        checkpoint_every: int,
     ) -> None:  # fmt: skip
         self.cfg, self.backend, self.stepper, self.ref = cfg, backend, stepper, ref
         self.splits, self.pad, self.reporter, self.prior, self.clock = splits, pad, reporter, prior, clock
@@ -226,6 +228,7 @@ class StepLogger:
         # The last step is evaluated in full right after training; a periodic evaluation there would
         # only give an early-stopping scheduler the chance to stop a trial that is already done.
         self.last_step = total
+        self.checkpoint_every = checkpoint_every  # 0 without a checkpoint callback or backend support
 
     def on_log(self, step: int, logged: dict[str, float]) -> None:
         self.last.update(logged)
@@ -237,8 +240,7 @@ class StepLogger:
                 row.update(evaluate.held_out_preference(
                     self.cfg, self.backend, self.stepper.model, ref_logps, self.splits.held_out, self.pad
                 ))  # fmt: skip
-        every = self.cfg.training.checkpoint_every
-        if self.reporter.report_checkpoint is not None and self.backend.checkpoints and every and step % every == 0:
+        if self.checkpoint_every and step % self.checkpoint_every == 0 and self.reporter.report_checkpoint:
             elapsed = self.prior.runtime_s + self.clock.training_s()
             with tempfile.TemporaryDirectory(prefix="ablate-checkpoint-") as d:
                 ckpt_mod.save(d, self.stepper.model, self.stepper.state(), step, self.last, elapsed)

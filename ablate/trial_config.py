@@ -59,6 +59,8 @@ class TrialConfig(_Frozen):
     start: StartPoint
     metric: str = "reward_accuracy"
     mode: Literal["max", "min"] = "max"
+    # Where the training and held-out pairs come from and how many (``ablate.datasource.record``).
+    data_split: dict[str, Any] | None = None
 
     @property
     def distributed(self) -> bool:

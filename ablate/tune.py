@@ -20,6 +20,7 @@ from ablate import checkpoint, trial_config
 from ablate import spec as spec_mod
 from ablate.backends import deepspeed as deepspeed_backend
 from ablate.plan import SweepPlan
+from ablate.tracking import callbacks_for as tracking_callbacks
 from ablate.trial import run_trial
 
 TRIAL_KEY = "trial"
@@ -344,7 +345,7 @@ def run(plan: SweepPlan, resume: bool = False, log=print) -> SweepOutcome:
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         verbose=0,
-        callbacks=[Progress(plan.total, log)],
+        callbacks=[Progress(plan.total, log), *tracking_callbacks(plan, path)],  # trackers: ablate/tracking/
     )
     if resume:
         tuner = tune.Tuner.restore(path, wrapped, resume_unfinished=True, resume_errored=True)

@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 
 from ablate import data as data_mod
-from ablate import models
+from ablate import models, progress
 from ablate.cache import atomic_write_json, cache_key
 from ablate.data import TokenizedPair
 from ablate.trial_config import TrialConfig
 
 TOKENIZED_VERSION = 2
 MODEL_CACHE_MAX_BYTES = 1 << 30
+TOKENIZE_CHUNK = 4096  # pairs per tokenizer call: progress is shown between chunks
 
 
 
@@ -57,12 +58,16 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def _source_stamp(data: dict) -> object:
-    """A local data file's size and modification time, so an edited file is tokenized again."""
-    path = Path(data["source"]).expanduser()
-    if path.suffix in data_mod.LOCAL_FORMATS and path.is_file():
-        st = path.stat()
-        return [str(path.resolve()), st.st_size, st.st_mtime_ns]
-    return None
+    """Local data files' sizes and modification times (the held-out file's and a save_to_disk
+    directory's files too), so edited data is tokenized again."""
+    stamps = []
+    for source in (data["source"], data.get("eval_source")):
+        path = Path(source).expanduser() if source else None
+        if path is None or not (path.is_file() or path.is_dir()):
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        stamps += [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return stamps or None
 
 
 def tokenized_splits(cfg: TrialConfig, tokenizer) -> Splits:
@@ -87,12 +92,18 @@ def tokenized_splits(cfg: TrialConfig, tokenizer) -> Splits:
         counts = dict.fromkeys(data_mod.SKIP_COUNTS, 0)
         train_rows, eval_rows = data_mod.load_splits(d, counts)
 
-        def tok(rows):
-            return data_mod.tokenize_pairs(
-                tokenizer, rows, d["max_length"], d["max_prompt_length"], d["chat_template"], counts
-            )
+        def tok(rows: list[dict], name: str) -> list[TokenizedPair]:
+            pairs: list[TokenizedPair] = []
+            with progress.Progress(f"tokenizing the {name} pairs", len(rows), "pairs") as shown:
+                for s in range(0, len(rows), TOKENIZE_CHUNK):
+                    chunk = rows[s : s + TOKENIZE_CHUNK]
+                    pairs += data_mod.tokenize_pairs(
+                        tokenizer, chunk, d["max_length"], d["max_prompt_length"], d["chat_template"], counts
+                    )
+                    shown.advance(len(chunk))
+            return pairs
 
-        out = Splits(tok(train_rows), tok(eval_rows), eval_rows, counts)
+        out = Splits(tok(train_rows, "training"), tok(eval_rows, "held-out"), eval_rows, counts)
         atomic_write_json(
             path, {"train": _lists(out.train), "eval": _lists(out.held_out), "eval_rows": eval_rows, "counts": counts}
         )

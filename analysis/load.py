@@ -36,8 +36,8 @@ STATUSES = ["finished", "diverged", "errored", "stopped early", "unfinished", "p
 # Trial-config keys that do not change what a trial computes, or that differ between the seeds
 # of one setting; everything else (method, hparams, training, data, model, evaluation, resources,
 # reference, label, the start point's id) defines the setting.
-NOT_SETTING = {"seed", "index", "sweep", "cache_dir", "start", "metric", "mode", "setting", "point", "stage",
-               "replay"}  # fmt: skip
+NOT_SETTING = {"seed", "index", "sweep", "cache_dir", "start", "metric", "mode", "setting", "data_split",
+               "point", "stage", "replay"}  # fmt: skip
 
 # Keys Ray Tune adds to every reported result: not metrics of ours.
 RAY_KEYS = {

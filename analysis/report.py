@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "(default: the sweep file's `mode` for its own metric, else min for costs/losses, max otherwise)")  # fmt: skip
     p.add_argument("--spread", choices=["std", "ci95"], default="std",
                    help="uncertainty shown after each mean: sample std (default) or 95%% t-interval")  # fmt: skip
+    p.add_argument("--log-to-tracking", action="store_true",
+                   help="also log the report's files to the sweep's MLflow parent run / W&B group (its `tracking:`)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -128,6 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     problems = int((df["status"] != "finished").sum())
     print(f"Report written: {path} and {path.with_suffix('.html')} "
           f"({len(finished)} finished trials, {problems} not finished; best setting by {metric}, {mode})")  # fmt: skip
+    if args.log_to_tracking:
+        return log_to_tracking(sweep_dirs, path.parent)
+    return 0
+
+
+def log_to_tracking(sweep_dirs: list[Path], report_dir: Path) -> int:
+    """``--log-to-tracking``: the report's files next to the sweeps' runs (``ablate.tracking.report``)."""
+    from ablate.tracking.report import TrackingError, log_report
+
+    try:
+        for line in log_report(sweep_dirs, report_dir):
+            print(f"Report logged to {line}")
+    except TrackingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 

@@ -171,3 +171,114 @@ def test_cli_dry_run_summarises_skipped_pairs(tmp_path):
         f"Data {path}: 36 training and 4 held-out pairs; skipped pairs: 1 empty, 1 identical" in proc.stdout
     )
     assert "1 trials" in proc.stdout
+
+
+# --- data as users have it: a byte-order mark, a held-out file, save_to_disk directories ----------
+
+
+def dry_run(sweep: str, capsys) -> tuple[int, str, str]:
+    from ablate import run
+
+    capsys.readouterr()  # only what the CLI prints
+    code = run.main([sweep, "--dry-run"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def checked_plan(sweep: str):
+    """The plan as the CLI launches it: built, its data read and its split recorded in every trial."""
+    from ablate import plan as plan_mod
+    from ablate import run, spec
+
+    return run.check_data(sweep, plan_mod.build(spec.load_sweep(sweep)))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_file_starting_with_a_utf8_byte_order_mark_is_read(tmp_path, capsys, suffix):
+    rows = good_rows(40)
+    body = "\n".join(map(json.dumps, rows)) if suffix == ".jsonl" else json.dumps(rows)
+    path = tmp_path / f"pairs{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())  # as Windows tools and spreadsheet exports write it
+    train, held_out = data.load_splits(cfg(str(path)))
+    assert train + held_out == rows  # the mark is not part of the first prompt
+    code, out, err = dry_run(sweep_on(tmp_path, str(path)), capsys)
+    assert code == 0, err
+    assert f"Data split: train: {path} without its last tenth (36 pairs); held out: the last tenth of {path} (4 pairs)" in out
+
+
+def test_a_held_out_file_next_to_the_training_file(tmp_path, capsys):
+    rows = good_rows(48)
+    train_file = write_jsonl(tmp_path / "pairs-train.jsonl", rows[:40])
+    eval_file = write_jsonl(tmp_path / "pairs-test.jsonl", rows[40:])
+    train, held_out = data.load_splits({**cfg(train_file), "eval_source": eval_file})
+    assert train == rows[:40] and held_out == rows[40:]  # nothing of the training file is held out
+    expected = {"train": train_file, "held_out": eval_file, "train_pairs": 40, "held_out_pairs": 8}
+    for name, section in {"pair": {"source": {"train": train_file, "eval": eval_file}},
+                          "eval_source": {"source": train_file, "eval_source": eval_file}}.items():  # fmt: skip
+        sweep = tmp_path / f"{name}.yaml"
+        sweep.write_text(yaml.safe_dump({**SMALL, "name": name, "data": section}))
+        code, out, err = dry_run(str(sweep), capsys)
+        assert code == 0, err
+        assert f"Data split: train: {train_file} (40 pairs); held out: {eval_file} (8 pairs)" in out
+        assert [t["data_split"] for t in checked_plan(str(sweep)).trials] == [expected]
+
+
+def test_a_missing_held_out_file_exits_2_naming_the_field(tmp_path, capsys):
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", good_rows(40))
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({**SMALL, "name": "noeval", "data": {"source": train_file,
+                                                                         "eval_source": str(tmp_path / "test.jsonl")}}))  # fmt: skip
+    code, _, err = dry_run(str(sweep), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"error: {sweep}: data.eval_source: '{tmp_path / 'test.jsonl'}' does not exist" in err
+
+
+def save_to_disk(tmp_path, splits: dict[str, list[dict]] | list[dict]) -> str:
+    import datasets
+
+    path = tmp_path / "saved"
+    if isinstance(splits, dict):
+        datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()}).save_to_disk(path)
+    else:
+        datasets.Dataset.from_list(splits).save_to_disk(path)
+    return str(path)
+
+
+def test_a_save_to_disk_dataset_dict_gives_its_train_and_test_splits(tmp_path, capsys, small_spec, start):
+    rows = good_rows(56)
+    path = save_to_disk(tmp_path, {"train": rows[:48], "test": rows[48:]})
+    train, held_out = data.load_splits(cfg(path))
+    assert train == rows[:48] and held_out == rows[48:]
+    sweep = sweep_on(tmp_path, path)
+    code, out, err = dry_run(sweep, capsys)
+    assert code == 0, err
+    assert f"Data split: train: {path} split 'train' (48 pairs); held out: {path} split 'test' (8 pairs)" in out
+    trial = {**checked_plan(sweep).trials[0], "start": {"path": start["path"], "baseline": None}}
+    final = run_trial(trial, lambda _: None)  # the trial reads the directory and records its split
+    assert final["status"] == "finished" and final["steps"] == 3  # 48 pairs in batches of 16
+
+
+def test_a_save_to_disk_directory_without_the_eval_split_exits_2_listing_its_splits(tmp_path, capsys):
+    rows = good_rows(40)
+    path = save_to_disk(tmp_path, {"train": rows[:32], "validation": rows[32:]})
+    code, _, err = dry_run(sweep_on(tmp_path, path), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"data.eval_split: {path} (written by save_to_disk) has splits ['train', 'validation'] and no 'test'" in err
+    assert "data.eval_source" in err  # the other fix
+
+
+def test_a_single_saved_dataset_holds_out_its_last_tenth(tmp_path, capsys):
+    rows = good_rows(40)
+    path = save_to_disk(tmp_path, rows)
+    train, held_out = data.load_splits(cfg(path))
+    assert train == rows[:36] and held_out == rows[36:]
+    code, out, _ = dry_run(sweep_on(tmp_path, path), capsys)
+    assert code == 0 and f"held out: the last tenth of {path} (4 pairs)" in out
+
+
+def test_the_builtin_task_has_its_own_held_out_pairs(tmp_path, capsys):
+    eval_file = write_jsonl(tmp_path / "test.jsonl", good_rows(8))
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({**SMALL, "name": "builtin", "data": {"eval_source": eval_file}}))
+    code, _, err = dry_run(str(sweep), capsys)
+    assert code == 2 and "data.eval_source: the built-in task has its own held-out pairs" in err

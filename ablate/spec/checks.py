@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ablate import data as data_mod
-from ablate import dsconfig, losses, metrics
+from ablate import datasource, dsconfig, losses, metrics
 from ablate.models import is_builtin, model_exists
 from ablate.spec.errors import SpecError, format_validation
 from ablate.spec.expand import grid_points, search_plan
@@ -161,25 +161,61 @@ def _check_metrics(path: Path, spec: SweepSpec) -> None:
 
 
 def _check_data_file(path: Path, data: DataConfig) -> None:
-    """A local data file must exist and have the prompt/chosen/rejected fields: checked before launching."""
-    source = Path(data.source).expanduser()
-    if data.source.startswith("builtin:") or source.suffix not in data_mod.LOCAL_FORMATS:
-        return  # the built-in task, or a hub id (not checked offline)
-    if not source.is_file():
+    """Local data (a file, or a save_to_disk directory; also the held-out ``eval_source``) must exist and
+    have the prompt/chosen/rejected fields: checked before launching."""
+    if data.eval_source is not None and "builtin:" in data.source + data.eval_source:
         raise SpecError(
-            f"{path}: data.source: {data.source!r} does not exist. Give an existing .jsonl/.json/.parquet "
-            "file, a hub dataset id, or builtin:synthetic."
+            f"{path}: data.eval_source: the built-in task has its own held-out pairs; eval_source applies to "
+            "your own data. Remove it, or give your training data in data.source."
+        )
+    for field, source in (("data.source", data.source), ("data.eval_source", data.eval_source)):
+        if source is not None:
+            _check_local_source(path, field, source, data)
+
+
+def _check_local_source(path: Path, field: str, source: str, data: DataConfig) -> None:
+    kind = datasource.kind(source)
+    if kind == "builtin" or kind == "load_dataset":
+        return  # the built-in task, or a hub id / data folder (not checked offline)
+    if kind == "file" and not Path(source).expanduser().is_file():
+        raise SpecError(
+            f"{path}: {field}: {source!r} does not exist. Give an existing .jsonl/.json/.parquet file, a "
+            "directory written by save_to_disk, a hub dataset id, or builtin:synthetic."
         )
     try:
-        columns = data_mod.file_columns(source)
+        if kind == "file":
+            columns = data_mod.file_columns(Path(source).expanduser())
+        else:  # a save_to_disk directory: the columns of the splits the trials read
+            columns = _saved_columns(path, field, source, kind, data)
     except data_mod.DataError as e:
-        raise SpecError(f"{path}: data.source: {e}.") from None
+        raise SpecError(f"{path}: {field}: {e}.") from None
     missing = [f for f in data.fields if f not in columns]
     if missing:
         raise SpecError(
-            f"{path}: data.source: {data.source} has no field(s) {missing}; its fields are {columns}. "
+            f"{path}: {field}: {source} has no field(s) {missing}; its fields are {columns}. "
             "Rename the columns, or map them with `data.fields: [<prompt>, <chosen>, <rejected>]`."
         )
+
+
+def _saved_columns(path: Path, field: str, source: str, kind: str, data: DataConfig) -> list[str]:
+    if kind == "saved_table":
+        return list(datasource.load_saved(source, None).column_names)
+    if field == "data.eval_source":
+        splits = {"eval_split": data.eval_split}
+    elif data.eval_source is None:
+        splits = {"train_split": data.train_split, "eval_split": data.eval_split}
+    else:
+        splits = {"train_split": data.train_split}
+    names = datasource.saved_split_names(source)
+    for key, split in splits.items():
+        if split not in names:
+            raise SpecError(
+                f"{path}: data.{key}: {source} (written by save_to_disk) has splits {names} and no {split!r}. "
+                f"Set data.{key} to one of them"
+                + (", or give the held-out pairs in data.eval_source." if key == "eval_split" else ".")
+            )
+    columns = [set(datasource.load_saved(source, split).column_names) for split in splits.values()]
+    return sorted(set.intersection(*columns))
 
 
 def check_deepspeed(path: Path, spec: SweepSpec) -> SweepSpec:

@@ -78,7 +78,15 @@ class ModelConfig(_Strict):
 
 class DataConfig(_Strict):
     source: str = Field(
-        "builtin:synthetic", description="builtin:synthetic, a .jsonl/.json/.parquet file, or a hub id."
+        "builtin:synthetic",
+        description="builtin:synthetic, a .jsonl/.json/.parquet file, a directory written by `datasets`' "
+        "save_to_disk, or a hub id. Also {train: FILE, eval: FILE}: short for source + eval_source.",
+    )
+    eval_source: str | None = Field(
+        None,
+        description="Where the held-out pairs come from when they are not in `source`: a local file or "
+        "save_to_disk directory (its `eval_split` if it has splits), or a hub id. Default: `source`'s "
+        "`eval_split`, or, for a single file or table, its last tenth.",
     )
     task: TaskConfig = Field(default_factory=TaskConfig)
     train_split: str = "train"
@@ -92,6 +100,19 @@ class DataConfig(_Strict):
         description="Built-in task knobs to sweep, e.g. {length_bias: [0, 0.5, 1, 2]}: every trial runs once per "
         "value (grid search), each value overriding `task`.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_eval_pair(cls, v: Any) -> Any:
+        # `source: {train: a.jsonl, eval: b.jsonl}` is short for `source: a.jsonl, eval_source: b.jsonl`.
+        if isinstance(v, dict) and isinstance(v.get("source"), dict):
+            pair = dict(v["source"])
+            if set(pair) != {"train", "eval"}:
+                raise ValueError("source as a mapping takes exactly `train` and `eval` (file or directory each)")
+            if v.get("eval_source") is not None:
+                raise ValueError("give the held-out file once: `source: {train, eval}` or `eval_source`")
+            v = {**v, "source": pair["train"], "eval_source": pair["eval"]}
+        return v
 
     @model_validator(mode="after")
     def _lengths(self) -> DataConfig:
@@ -243,6 +264,56 @@ class SchedulerConfig(_Strict):
     reduction_factor: float = Field(2.0, gt=1, description="Keep the best 1/reduction_factor at each rung.")
 
 
+class MLflowTracking(_Strict):
+    """One MLflow run per trial under a parent run per sweep (Ray Tune's MLflowLoggerCallback)."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="http(s)://host:port of a tracking server, a local path or sqlite:///file.db (default: "
+        "MLFLOW_TRACKING_URI, else ./mlruns). Credentials only from the environment "
+        "(MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN), never in the URI.",
+    )
+    experiment_name: str | None = Field(None, description="Default: the sweep's name.")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v and urlsplit(v).password is not None:
+            raise ValueError(
+                "the URI holds a password, which would end up in the sweep's records; remove it and set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment instead"
+            )
+        return v
+
+
+class WandbTracking(_Strict):
+    """One W&B run per trial, grouped by sweep (Ray Tune's WandbLoggerCallback). The API key only from
+    the environment (WANDB_API_KEY) or `wandb login`."""
+
+    project: str | None = Field(None, description="Default: the sweep's name.")
+    entity: str | None = Field(None, description="Team or user (default: your default entity).")
+    group: str | None = Field(None, description="Default: the sweep's name.")
+    mode: Literal["online", "offline"] = Field(
+        "online", description="offline: run directories only (sync later with `wandb sync`)."
+    )
+
+
+class TrackingConfig(_Strict):
+    """Experiment trackers the sweep logs to; several at once are fine, none by default."""
+
+    mlflow: MLflowTracking | None = None
+    wandb: WandbTracking | None = None
+    tensorboard: bool = Field(
+        False, description="TensorBoard event files, one run per trial, in <storage>/<name>/tensorboard/."
+    )
+
+    @property
+    def any(self) -> bool:
+        return self.mlflow is not None or self.wandb is not None or self.tensorboard
+
+
 class MethodEntry(_Strict):
     method: str
     name: str | None = Field(None, description="Label in reports; defaults to the method's display name.")
@@ -365,6 +436,11 @@ class SweepSpec(_Strict):
     mode: Literal["max", "min"] = "max"
     max_concurrent: int | None = Field(None, ge=1)
     max_failures: int = Field(0, ge=0, description="Retries of a failing trial.")
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig,
+        description="Log every trial to MLflow, Weights & Biases and/or TensorBoard (needs the `tracking` "
+        "extra: pip install 'ablate[tracking]').",
+    )
     reuse_workers: bool = Field(
         True,
         description="Run trial after trial in the same worker process (imports, start point and tokenized "
@@ -407,4 +483,9 @@ def json_schema() -> str:
     stage = schema["$defs"]["Stage"]["properties"]
     stage["from"]["anyOf"].append({"const": "best"})
     stage["scheduler"]["anyOf"].append({"enum": ["none", "asha"]})
+    # `data.source: {train: FILE, eval: FILE}` is accepted as short for source + eval_source.
+    source = schema["$defs"]["DataConfig"]["properties"]["source"]
+    pair = {"type": "object", "properties": {"train": {"type": "string"}, "eval": {"type": "string"}},
+            "required": ["train", "eval"], "additionalProperties": False}  # fmt: skip
+    source["anyOf"] = [{"type": source.pop("type")}, pair]
     return json.dumps(schema, indent=2)
