@@ -1,12 +1,11 @@
 """Held-out metrics: reward accuracy and margins, likelihood/length statistics, reward/likelihood
-agreement, and greedy generations scored by the task's oracle against the SFT model's.
+agreement, and generations judged against the start point's (``ablate.generations``, ``ablate.judging``).
 
 ``evaluate_policy`` is the one evaluation step of a trial, whatever its backend: the backend computes
 log-probs and generations (split between workers or not), the metrics are computed here."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ import torch
 
 from ablate import losses, progress, shared_prompt
 from ablate.data import TokenizedPair, collate_pairs
+from ablate.generations import GenerationSet
 from ablate.synthetic import oracle_reward
 from ablate.train import sequence_logps
 
@@ -110,19 +110,34 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     device,
+    sampling: dict | None = None,
     **generate_kwargs,
 ) -> tuple[list[str], list[int]]:
-    """Greedy completions of tokenized prompts (left-padded batches): texts and token counts (EOS excluded).
+    """Completions of tokenized prompts: texts and token counts (the stop token excluded), in the order
+    of ``prompts``. Batches of similar prompt lengths (sorted, so little padding), left-padded, with
+    the KV cache. ``sampling`` (``ablate.generations.sampling``): ``temperature`` (0: greedy), ``top_p``
+    and ``stop_token_ids`` that end a generation besides EOS.
 
     ``generate_kwargs`` go to ``model.generate`` (e.g. ``synced_gpus=True`` under ZeRO-3)."""
+    sampling = dict(sampling or {})
+    stops = [tokenizer.eos_token_id, *sampling.pop("stop_token_ids", [])]
+    temperature = sampling.pop("temperature", 0.0)
+    # Sampling as vLLM does it by default (the paper's generations): no top-k cut unless asked for.
+    decoding = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, **sampling}
+        if temperature > 0
+        else {"do_sample": False}
+    )
     was_training = model.training
     model.eval()
-    texts: list[str] = []
-    counts: list[int] = []
+    texts: list[str] = [""] * len(prompts)
+    counts: list[int] = [0] * len(prompts)
     pad = tokenizer.pad_token_id
     shown = progress.loop(len(prompts), "prompts")  # shown only inside a progress.label (a long step)
-    for s in range(0, len(prompts), batch_size):
-        chunk = prompts[s : s + batch_size]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        chunk = [prompts[i] for i in idx]
         width = max(len(p) for p in chunk)
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
@@ -130,16 +145,16 @@ def generate(
             input_ids=ids,
             attention_mask=mask,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
             pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=stops if len(stops) > 1 else stops[0],
+            use_cache=True,  # also for a policy trained with gradient checkpointing (which turns it off)
+            **decoding,
             **generate_kwargs,
         )
-        for row in out[:, width:].tolist():
-            if tokenizer.eos_token_id in row:
-                row = row[: row.index(tokenizer.eos_token_id)]
-            texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
-            counts.append(len(row))
+        for i, row in zip(idx, out[:, width:].tolist(), strict=True):
+            end = next((k for k, t in enumerate(row) if t in stops), len(row))
+            texts[i] = tokenizer.decode(row[:end], skip_special_tokens=True).strip()
+            counts[i] = end
         shown.advance(len(chunk))
     shown.close()
     model.train(was_training)
@@ -149,7 +164,8 @@ def generate(
 def generation_metrics(
     prompts: list[str], generations: list[str], lengths: list[int], baseline: list[str] | None
 ) -> dict[str, float]:
-    """Mean generated length (tokens); oracle reward and win rate against the SFT model (ties count half)."""
+    """Mean generated length (tokens); with ``baseline`` (the built-in task's SFT answers), the oracle
+    reward and win rate against the SFT model (ties count half)."""
     metrics = {"gen_length": sum(lengths) / len(lengths)}
     if baseline is not None:
         ours = [oracle_reward(p, g) for p, g in zip(prompts, generations, strict=True)]
@@ -160,18 +176,31 @@ def generation_metrics(
     return metrics
 
 
+@dataclass
+class GenerationRecord:
+    """A trial's judged generations, for ``heldout.json``: its own set, the baseline's (stored once, in
+    its cache file), the judges' scores of both, and whether the oracle applies (built-in task)."""
+
+    ours: GenerationSet
+    baseline: GenerationSet
+    baseline_file: str
+    judged: dict[str, dict]
+    oracle: bool
+
+
 def heldout_records(
     method: str,
     hparams: dict,
     policy: PairLogps,
     ref: PairLogps | None,
-    generations: tuple[list[str], list[str], list[int], list[str] | None] | None = None,
+    generations: GenerationRecord | None = None,
 ) -> dict:
-    """Per-response held-out data for the report's scatter and contingency figures (``heldout.json``).
+    """Per-response held-out data for the report's figures and for re-judging (``heldout.json``).
 
     ``pairs``: per held-out pair, the average log-likelihoods, lengths and implicit rewards of chosen
-    and rejected. ``generations`` (prompts, texts, token counts, SFT baseline texts): per prompt, the
-    generation's length and, on the built-in task, its and the SFT answer's oracle rewards."""
+    and rejected. ``generations``: per evaluation prompt, the prompt, the answer, its token count and
+    the judges' scores of it and of the baseline's answer (``judges``), the baseline's file (its texts
+    are stored once per sweep) and, on the built-in task, the oracle rewards of both answers."""
     r_w, r_l = implicit_rewards(method, hparams, policy, ref)
 
     def rounded(t: torch.Tensor) -> list[float]:
@@ -188,14 +217,19 @@ def heldout_records(
         }
     }
     if generations is not None:
-        prompts, texts, counts, baseline = generations
-        out["generations"] = {"length": list(counts)}
-        if baseline is not None:  # the built-in task: its oracle scores any text
+        g = generations
+        out["generations"] = {
+            "length": list(g.ours.lengths), "prompt": list(g.ours.prompts), "text": list(g.ours.texts),
+            "baseline_length": list(g.baseline.lengths), "baseline_chars": [len(t) for t in g.baseline.texts],
+            "baseline_file": g.baseline_file,
+            "baseline_key": Path(g.baseline_file).stem, "judges": g.judged,
+        }  # fmt: skip
+        if g.oracle:  # the built-in task: its oracle scores any text
             out["generations"]["oracle_reward"] = [
-                round(oracle_reward(p, g), 5) for p, g in zip(prompts, texts, strict=True)
+                round(oracle_reward(p, t), 5) for p, t in zip(g.ours.prompts, g.ours.texts, strict=True)
             ]
             out["generations"]["sft_oracle_reward"] = [
-                round(oracle_reward(p, b), 5) for p, b in zip(prompts, baseline, strict=True)
+                round(oracle_reward(p, b), 5) for p, b in zip(g.baseline.prompts, g.baseline.texts, strict=True)
             ]
     return out
 
@@ -210,20 +244,72 @@ def held_out_preference(
     return {"reward_accuracy": m["reward_accuracy"], "reward_margin": m["reward_margin"]}
 
 
+@dataclass
+class StartEval:
+    """What evaluation compares the trained policy with, taken from the start point: its answers to the
+    evaluation prompts (the baseline) and its held-out log-probs (for ``chosen_logp_change``)."""
+
+    baseline: GenerationSet | None = None
+    baseline_file: Path | None = None
+    logps: PairLogps | None = None
+
+
+def before_training(cfg: TrialConfig, backend: Backend, policy, tokenizer, splits: Splits) -> StartEval:
+    """``StartEval`` from the policy before its first step, which is the start point then: a reference-free
+    trial loads no second model for it. Nothing for a DeepSpeed trial (its sharded policy generates only
+    inside its engine; evaluation asks the start point then), a resumed one, or without generation."""
+    from ablate import generations as gen_mod
+
+    if not cfg.evaluation.generate or cfg.distributed:
+        return StartEval()
+    with backend.compute():
+        prompts, prompt_ids = gen_mod.eval_prompts(cfg, splits, tokenizer)
+        base, path = gen_mod.baseline(cfg, backend, tokenizer, prompts, prompt_ids, start_model=policy)
+        logps = None
+        if cfg.reference is None:  # methods with a reference have the start point's log-probs anyway
+            logps = backend.pair_logps(policy, splits.held_out, cfg.evaluation.batch_size, tokenizer.pad_token_id)
+    return StartEval(base, path, logps)
+
+
 def evaluate_policy(
-    cfg: TrialConfig, backend: Backend, policy, ref_logps: PairLogps | None, tokenizer, splits: Splits
-) -> tuple[dict[str, float], dict]:
-    """The trial's held-out metrics, and its per-response records (``heldout_records``)."""
+    cfg: TrialConfig, backend: Backend, policy, ref_logps: PairLogps | None, tokenizer, splits: Splits,
+    start: StartEval | None = None,
+) -> tuple[dict[str, float], dict]:  # fmt: skip
+    """The trial's held-out metrics, and its per-response records (``heldout_records``): preference
+    metrics on the held-out pairs; with ``evaluation.generate``, generations on the evaluation prompts,
+    the baseline's (``ablate.generations``), collapse diagnostics and every judge's win rates
+    (``ablate.judging``; judged by the main worker)."""
+    from ablate import generations as gen_mod
+    from ablate import judges, judging, reference
+
     ev, pad = cfg.evaluation, tokenizer.pad_token_id
     pol = backend.pair_logps(policy, splits.held_out, ev.batch_size, pad)
     metrics = preference_metrics(cfg.method, cfg.hparams, pol, ref_logps)
-    generations = None
-    if ev.generate:
-        n = ev.num_prompts
-        prompts = [p.prompt_ids for p in splits.held_out[:n]]
-        texts, counts = backend.generate(policy, tokenizer, prompts, ev.max_new_tokens, ev.batch_size)
-        baseline = json.loads(Path(cfg.start.baseline).read_text()) if cfg.start.baseline else None
-        prompt_texts = [r["prompt"] for r in splits.held_out_rows[:n]]
-        metrics.update(generation_metrics(prompt_texts, texts, counts, baseline))
-        generations = (prompt_texts, texts, counts, baseline)
-    return metrics, heldout_records(cfg.method, cfg.hparams, pol, ref_logps, generations)
+    if not ev.generate:
+        return metrics, heldout_records(cfg.method, cfg.hparams, pol, ref_logps)
+    prompts, prompt_ids = gen_mod.eval_prompts(cfg, splits, tokenizer)
+    ours = gen_mod.generate_set(backend, policy, tokenizer, prompts, prompt_ids, ev)
+    start = start or StartEval()
+    if start.baseline is not None:
+        base, base_file = start.baseline, start.baseline_file
+    else:
+        base, base_file = gen_mod.baseline(cfg, backend, tokenizer, prompts, prompt_ids)
+    # The start point's held-out log-probs: the reference's, or the untrained policy's, or (DeepSpeed,
+    # reference-free) computed once per sweep by the start point and cached.
+    start_logps = ref_logps or start.logps or reference.precomputed(cfg, backend, splits.held_out, "eval", pad)
+    oracle = judges.oracle_applies(ev, cfg.data)
+    metrics.update(generation_metrics(prompts, ours.texts, ours.lengths, base.texts if oracle else None))
+    metrics.update(gen_mod.collapse_metrics(ours.texts, ours.lengths, ev.new_tokens))
+    change = (pol.chosen / pol.chosen_len.clamp(min=1)).mean() - (
+        start_logps.chosen / start_logps.chosen_len.clamp(min=1)
+    ).mean()
+    metrics.update(chosen_logp_change=float(change), chosen_logp_fell=float(change < 0))
+    judged = judging.Judged()
+    specs = judges.effective(ev, cfg.data)
+    if specs and backend.is_main:
+        ctx = judges.Context(backend.device, cfg.cache_dir, cfg.start.path, cfg.data.model_dump(), log=lambda *_: None)
+        judged = judging.judge_generations(specs, ctx, ours, base, base_file.stem, splits.held_out_rows,
+                                           oracle_truth=cfg.data.source == "builtin:synthetic")  # fmt: skip
+    metrics.update(judged.metrics)
+    record = GenerationRecord(ours, base, str(base_file), judged.records, oracle)
+    return metrics, heldout_records(cfg.method, cfg.hparams, pol, ref_logps, record)

@@ -19,8 +19,25 @@ FINAL = (
 )  # fmt: skip
 
 # Also once at the end, but only with ``evaluation.generate`` (oracle ones: only on the built-in task).
-GENERATION = ("gen_length",)
+# The collapse diagnostics (ablate.generations): repeated 4-grams, distinct bigrams, generations cut
+# at max_new_tokens, and the change of the held-out chosen responses' average log-likelihood.
+GENERATION = ("gen_length", "repeat_4gram_rate", "distinct_2", "hit_max_tokens_rate", "chosen_logp_change",
+              "chosen_logp_fell")  # fmt: skip
 ORACLE = ("oracle_win_rate", "oracle_reward")
+
+# Per judge of ``evaluation.judges`` (ablate.judging), named ``<metric>@<judge>``, e.g.
+# ``lc_win_rate@builtin:reward-model``; reported once at the end, with generation.
+PER_JUDGE = ("win_rate", "lc_win_rate", "lc_win_rate_se", "length_coef", "judge_accuracy", "judge_truncated")
+
+
+def judge_metric(metric: str, judge: str) -> str:
+    return f"{metric}@{judge}"
+
+
+def split_judge_metric(name: str) -> tuple[str, str] | None:
+    """``("lc_win_rate", "builtin:oracle")`` for ``lc_win_rate@builtin:oracle``; None for other names."""
+    metric, at, judge = name.partition("@")
+    return (metric, judge) if at and metric in PER_JUDGE and judge else None
 
 # Smaller is better for these; every other metric is "max" by default.
 MINIMIZED = ("train_loss", "runtime_s", "peak_memory_mb", "trial_s", "lr")
@@ -29,4 +46,7 @@ ALL = tuple(dict.fromkeys(TRAINING + PERIODIC_EVAL + FINAL + GENERATION + ORACLE
 
 
 def natural_mode(metric: str) -> str:
+    judged = split_judge_metric(metric)
+    if judged and judged[0] in ("lc_win_rate_se", "judge_truncated"):
+        return "min"
     return "min" if metric in MINIMIZED else "max"

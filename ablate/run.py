@@ -208,6 +208,13 @@ def load(args: argparse.Namespace) -> SweepSpec:
             "Set it only for a model whose code you have read; the default is false.",
             file=sys.stderr,
         )
+    for judge in spec.evaluation.judges or []:
+        if judge.trust_remote_code:
+            print(
+                f"warning: {args.sweep}: evaluation.judges: {judge.name!r} has trust_remote_code: true: its Python "
+                "code will be imported and run by every trial that judges. Set it only for code you have read.",
+                file=sys.stderr,
+            )
     return spec
 
 
@@ -320,6 +327,10 @@ def launch(args: argparse.Namespace, plan: SweepPlan) -> int:
     plan = dataclasses.replace(plan.with_start(start_points(spec, startpoint)), source_file=args.sweep)
     print(f"Sweep {spec.name}: {plan.total} trials ({spec.search}){' (resumed)' if args.resume else ''}")
     outcome = tune.run(plan, resume=args.resume)
+    if "://" not in outcome.path:  # the baselines the trials were judged against, kept with the results
+        from ablate.generations import publish_baselines
+
+        publish_baselines(outcome.path)
     summarize(outcome, spec.metric, spec.mode)
     print(f"Wall time: {time.time() - t0:.1f}s")
     return 0 if outcome.finished else 1

@@ -73,28 +73,36 @@ def train_sft(out_dir: Path, model_cfg: dict, data: dict, sft: dict, log=print) 
 
 
 def baseline_generations(model_dir: Path, data: dict, evaluation: dict) -> Path:
-    """The SFT model's greedy answers to the held-out prompts: a JSON list cached next to the model."""
-    key = cache_key(
-        {"task": data["task"], "eval": evaluation, "max_prompt_length": data["max_prompt_length"]}
-    )
-    path = model_dir / f"generations-{key}.json"
+    """The SFT model's answers to the evaluation prompts (``ablate.generations``), generated here once and
+    cached where trials look for them (``generations.baseline_path``), so no trial waits for them."""
+    from ablate import generations
+    from ablate.spec.schema import EvalConfig
+
+    ev = EvalConfig.model_validate(evaluation)
+    tokenizer = models.load_tokenizer(str(model_dir))
+    _, held_out = data_mod.load_splits(data)
+    rows = held_out[: ev.num_prompts]
+    pairs = data_mod.tokenize_pairs(tokenizer, rows, data["max_length"], data["max_prompt_length"], data["chat_template"])
+    prompt_ids = [p.prompt_ids for p in pairs]  # as the trials tokenize them (ablate.worker_cache)
+    cache_dir = str(Path(model_dir).parent)
+    path = generations.baseline_path(cache_dir, str(model_dir), prompt_ids, ev)
     if path.is_file():
         return path
-    tokenizer = models.load_tokenizer(str(model_dir))
     model = models.load_model(str(model_dir), torch.device("cpu"), trainable=False)
-    _, held_out = data_mod.load_splits(data)
-    rows = held_out[: evaluation["num_prompts"]]
-    prompts = [data_mod.tokenize_prompt(tokenizer, r["prompt"], data["max_prompt_length"]) for r in rows]
-    with progress.label(f"SFT baseline generations on {len(prompts)} held-out prompts"):
-        texts, _ = generate(
-            model, tokenizer, prompts, evaluation["max_new_tokens"], evaluation["batch_size"], "cpu"
-        )
-    atomic_write_json(path, texts)
+    torch.manual_seed(ev.generation.seed)
+    with progress.label(f"SFT baseline generations on {len(prompt_ids)} held-out prompts"):
+        texts, counts = generate(model, tokenizer, prompt_ids, ev.new_tokens, ev.batch_size, "cpu",
+                                 generations.sampling(ev))  # fmt: skip
+    prompts = [generations.prompt_text(r["prompt"]) for r in rows]
+    atomic_write_json(path, generations.GenerationSet(prompts, texts, counts).to_json())
     return path
 
 
 def prepare(model: dict, data: dict, sft: dict, evaluation: dict, cache_dir: str, log=print) -> dict:
-    """Where trials start from: ``{"path": model dir, "baseline": file of SFT generations or None}``."""
+    """Where trials start from: ``{"path": model dir, "baseline": file of SFT generations or None}``.
+
+    On the built-in task the SFT model is trained here (once), and so are the baseline's generations
+    and the built-in reward model when a judge needs it; for real models trials produce the baseline."""
     if not models.is_builtin(model["name_or_path"]):
         return {"path": model["name_or_path"], "baseline": None}
     target = sft_model_dir(cache_dir, model, data, sft)
@@ -103,11 +111,19 @@ def prepare(model: dict, data: dict, sft: dict, evaluation: dict, cache_dir: str
     else:
         log(f"SFT start point: training {target.name} (once; cached for later sweeps)")
         atomic_dir(target, lambda tmp: train_sft(tmp, model, data, sft, log))
-    has_oracle = data["source"] == "builtin:synthetic"
+    held_out_prompts = evaluation.get("prompts", "held_out") == "held_out"
     baseline = (
-        baseline_generations(target, data, evaluation) if evaluation["generate"] and has_oracle else None
+        baseline_generations(target, data, evaluation) if evaluation["generate"] and held_out_prompts else None
     )
+    if any(_judge_name(j) == "builtin:reward-model" for j in evaluation.get("judges") or []):
+        from ablate import reward_model
+
+        reward_model.ensure(cache_dir, str(target), data, log=log)
     return {"path": str(target), "baseline": str(baseline) if baseline else None}
+
+
+def _judge_name(judge) -> str:
+    return judge if isinstance(judge, str) else judge["name"]
 
 
 def prepare_sweep(spec, log=print) -> dict:

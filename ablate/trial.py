@@ -56,6 +56,7 @@ def run_trial(
     tokenizer = models.load_tokenizer(cfg.start.path, cfg.model.trust_remote_code)
     policy = backend.load_policy(cfg)
     splits = worker_cache.tokenized_splits(cfg, tokenizer)
+    start = evaluate.before_training(cfg, backend, policy, tokenizer, splits) if resume is None else None
     clock.train_start = time.perf_counter()
     ref = reference.prepare(cfg, backend, splits.train, tokenizer.pad_token_id)
     prior = Prior.of(resume, policy)
@@ -69,7 +70,7 @@ def run_trial(
     if run.status == "finished":
         with backend.compute():
             held_out, records = evaluate.evaluate_policy(
-                cfg, backend, run.model, ref.held_out(splits.held_out), tokenizer, splits
+                cfg, backend, run.model, ref.held_out(splits.held_out), tokenizer, splits, start
             )
         metrics.update(held_out)
         if save_artifact is not None and backend.is_main:

@@ -73,12 +73,12 @@ def replay(source: str) -> dict | None:
     earlier trial cannot be read (then the trial trains)."""
     import pyarrow.fs
 
-    from analysis.load import HELDOUT_FILE, RAY_KEYS
+    from analysis.load import HELDOUT_FILE, JUDGMENTS_FILE, RAY_KEYS
 
     try:
         fs, root = pyarrow.fs.FileSystem.from_uri(source)
         files = {}
-        for name in (FINAL_RECORD, "result.json", HELDOUT_FILE):
+        for name in (FINAL_RECORD, "result.json", HELDOUT_FILE, JUDGMENTS_FILE):
             if fs.get_file_info(f"{root}/{name}").type == pyarrow.fs.FileType.File:
                 with fs.open_input_stream(f"{root}/{name}") as f:
                     files[name] = f.readall()
@@ -89,8 +89,9 @@ def replay(source: str) -> dict | None:
     for row in rows:
         if "step" in row and "status" not in row:  # the training history, as the earlier trial reported it
             tune.report({k: v for k, v in row.items() if k not in RAY_KEYS})
-    if HELDOUT_FILE in files:
-        save_to_trial_dir(HELDOUT_FILE, files[HELDOUT_FILE])
+    for name in (HELDOUT_FILE, JUDGMENTS_FILE):  # per-response records (generations), later judgments
+        if name in files:
+            save_to_trial_dir(name, files[name])
     final = {**final, "replayed_from": source}
     save_to_trial_dir(FINAL_RECORD, json.dumps(final, default=str).encode())
     return final

@@ -81,9 +81,22 @@ def _gamma0(done: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def quality_metric(df: pd.DataFrame) -> str:
+    """What generation quality is measured by: the oracle win rate where there is an oracle, else the first
+    judge's length-controlled win rate (analysis.judged)."""
+    from analysis import judged
+
+    if "oracle_win_rate" in df and df["oracle_win_rate"].notna().any():
+        return "oracle_win_rate"
+    judges = judged.judge_ids(df)
+    return judged.lc_column(df, judges[0]) if judges else "oracle_win_rate"
+
+
 def findings(df: pd.DataFrame, metric: str = "oracle_win_rate") -> pd.DataFrame:
     """One row per claim: finding number, claim, what was measured, verdict."""
     done = df[df["status"] == "finished"]
+    quality = quality_metric(df)
+    quality_name = "oracle win rate" if quality == "oracle_win_rate" else f"LC win rate ({quality.split('@', 1)[1]})"
     simpo_all = _label(done, "SimPO")
     simpo = best_setting(simpo_all, metric)
     wo_ln = best_setting(_label(done, "SimPO w/o LN"), metric)
@@ -131,14 +144,14 @@ def findings(df: pd.DataFrame, metric: str = "oracle_win_rate") -> pd.DataFrame:
           ("w/o LN", "SimPO"))  # fmt: skip
     claim(
         1,
-        "w/o LN has a lower oracle win rate than SimPO",
+        f"w/o LN has a lower {quality_name} than SimPO",
         wo_ln,
         simpo,
-        "oracle_win_rate",
+        quality,
         "<",
         ("w/o LN", "SimPO"),
     )
-    rows.extend(_gamma_claims(simpo_all, _gamma0(done)))
+    rows.extend(_gamma_claims(simpo_all, _gamma0(done), quality, quality_name))
     claim(3, "Spearman correlation: SimPO < DPO", simpo, dpo, "length_logp_spearman", "<", ("SimPO", "DPO"))
     claim(3, "Spearman correlation: DPO < w/o LN", dpo, wo_ln, "length_logp_spearman", "<", ("DPO", "w/o LN"))
     claim(4, "DPO's reward/likelihood agreement is below SimPO's", dpo, simpo, "reward_likelihood_agreement", "<",
@@ -171,7 +184,8 @@ def findings(df: pd.DataFrame, metric: str = "oracle_win_rate") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _gamma_claims(simpo_all: pd.DataFrame, gamma0: pd.DataFrame) -> list[dict]:
+def _gamma_claims(simpo_all: pd.DataFrame, gamma0: pd.DataFrame, quality: str = "oracle_win_rate",
+                  quality_name: str = "oracle win rate") -> list[dict]:  # fmt: skip
     if "hp_gamma" not in simpo_all or simpo_all["hp_gamma"].nunique() < 3:
         return [{"finding": 2, "claim": "gamma study", "metric": "-", "measured": "needs SimPO at >= 3 gamma values",
                  "verdict": MISSING}]  # fmt: skip
@@ -183,7 +197,7 @@ def _gamma_claims(simpo_all: pd.DataFrame, gamma0: pd.DataFrame) -> list[dict]:
     out.append({"finding": 2, "claim": "reward accuracy rises with gamma (largest vs smallest gamma)", "metric": "reward_accuracy",
                 "measured": f"gamma={gammas[-1]}: {acc[gammas[-1]]} vs gamma={gammas[0]}: {acc[gammas[0]]}; Spearman(gamma, acc)={rho:.2f}",
                 "verdict": verdict(acc[gammas[-1]], acc[gammas[0]], ">")})  # fmt: skip
-    win = {g: interval(by_gamma[g]["oracle_win_rate"]) for g in gammas}
+    win = {g: interval(by_gamma[g][quality]) if quality in by_gamma[g] else interval([]) for g in gammas}
     best = max(gammas, key=lambda g: win[g].mean)
     interior = best not in (gammas[0], gammas[-1])
     if interior:
@@ -192,11 +206,11 @@ def _gamma_claims(simpo_all: pd.DataFrame, gamma0: pd.DataFrame) -> list[dict]:
     else:
         others = [verdict(win[best], win[g], ">") for g in gammas if g != best]
         result = NOT_REPRODUCED if all(x == REPRODUCED for x in others) else INCONCLUSIVE
-    out.append({"finding": 2, "claim": "oracle win rate is best at an intermediate gamma", "metric": "oracle_win_rate",
+    out.append({"finding": 2, "claim": f"{quality_name} is best at an intermediate gamma", "metric": quality,
                 "measured": "; ".join(f"gamma={g}: {win[g]}" for g in gammas) + f"; best gamma={best}",
                 "verdict": result})  # fmt: skip
-    zero = interval(gamma0["oracle_win_rate"]) if not gamma0.empty else interval([])
-    out.append({"finding": 2, "claim": "gamma=0 is below the best gamma", "metric": "oracle_win_rate",
+    zero = interval(gamma0[quality]) if not gamma0.empty and quality in gamma0 else interval([])
+    out.append({"finding": 2, "claim": "gamma=0 is below the best gamma", "metric": quality,
                 "measured": f"gamma=0: {zero} vs best gamma={best}: {win[best]}",
                 "verdict": NOT_REPRODUCED if best == 0.0 else verdict(zero, win[best], "<")})  # fmt: skip
     return out

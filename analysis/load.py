@@ -47,6 +47,7 @@ RAY_KEYS = {
 }  # fmt: skip
 HISTORY_KEYS = ("step", "train_loss", "train_reward_accuracy", "lr")
 HELDOUT_FILE = "heldout.json"
+JUDGMENTS_FILE = "judgments.json"  # judges added after the trial (python -m ablate.judge)
 
 
 STAGES_RECORD = "stages.json"  # a staged sweep (ablate.stages): one Ray Tune experiment per stage below it
@@ -241,7 +242,18 @@ def load_trial(trial_dir: Path, sweep: str, ray_info: dict | None = None) -> dic
             row[k] = float(v)
     heldout = trial_dir / HELDOUT_FILE
     row["heldout"] = str(heldout) if heldout.is_file() else None
+    row.update(judgment_metrics(trial_dir / JUDGMENTS_FILE))
     return row
+
+
+def judgment_metrics(path: Path) -> dict[str, float]:
+    """The metrics of judges added after the trial (``python -m ablate.judge``: ``judgments.json``)."""
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for j in record.values() if isinstance(j, dict)
+            for k, v in (j.get("metrics") or {}).items() if _number(v)}  # fmt: skip
 
 
 def _failures(error_file: Path, ray_info: dict) -> int:

@@ -316,11 +316,48 @@ def curves_figure(r: Results, out: Path) -> Figure | None:
     return _save(fig, out, "curves", "Training curves", caption)
 
 
+def lc_length_figure(r: Results, out: Path) -> Figure | None:
+    """LC win rate against generation length per method at its best setting, a panel per judge (the
+    paper's length/quality picture); bars: std over seeds on both axes."""
+    from analysis import judged
+
+    judges = [j for j in judged.judge_ids(r.trials) if f"{judged.lc_column(r.trials, j)}_mean" in r.best.columns]
+    if not judges or "gen_length_mean" not in r.best.columns or r.best.empty:
+        return None
+    palette = colors(r.best["label"])
+    fig, axes = _grid(len(judges), 4.2, 3.6)
+    for ax, j in zip(axes, judges, strict=False):
+        col = judged.lc_column(r.trials, j)
+        for _, b in r.best.iterrows():
+            x, y = b.get("gen_length_mean", math.nan), b.get(f"{col}_mean", math.nan)
+            if not (math.isfinite(x) and math.isfinite(y)):
+                continue
+            ax.errorbar(x, y, xerr=np.nan_to_num(b.get("gen_length_std", 0.0)),
+                        yerr=np.nan_to_num(b.get(f"{col}_std", 0.0)), marker="o", capsize=3,
+                        color=palette[b["label"]], label=b["label"])  # fmt: skip
+            raw = b.get(f"win_rate@{j}_mean", math.nan)
+            if math.isfinite(raw):
+                ax.plot([x], [raw], marker="x", color=palette[b["label"]], linestyle="none")
+        ax.axhline(0.5, color="grey", linewidth=1, linestyle=":")
+        ax.set_title(j)
+        ax.set_xlabel("generation length (tokens)")
+        ax.set_ylabel("LC win rate vs start point")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    caption = (
+        "Length-controlled win rate against the start point's answers (o, with std over seeds) and raw win rate "
+        "(x) against mean generation length, per method at its best setting and per judge; dotted: parity. A "
+        "judge that rewards length puts raw win rates above LC ones for long-answer methods."
+    )
+    return _save(fig, out, "lc-length", "Length-controlled win rate vs length", caption)
+
+
 def build_figures(r: Results, out: Path, spread: str = "std") -> list[Figure]:
     out.mkdir(parents=True, exist_ok=True)
     figs = sweep_figures(r, out, spread)
     for fig in (efficiency_figure(r, out, spread), length_logp_figure(r, out), contingency_figure(r, out),
-                agreement_figure(r, out, spread), curves_figure(r, out)):  # fmt: skip
+                agreement_figure(r, out, spread), curves_figure(r, out), lc_length_figure(r, out)):  # fmt: skip
         if fig is not None:
             figs.append(fig)
     return figs

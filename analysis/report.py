@@ -1,4 +1,5 @@
-"""``python -m analysis.report [SWEEP_DIR ...] [--out DIR] [--metric M] [--mode max|min] [--spread std|ci95]``
+"""``python -m analysis.report [SWEEP_DIR ...] [--out DIR] [--metric M] [--mode max|min] [--spread std|ci95]
+[--export alpaca_eval] [--judgments ANNOTATIONS.json]``
 
 Turns finished sweeps into the paper's tables and figures. With no argument, every sweep under
 ``results/``. Several sweeps merge into one report: methods, settings and seeds are matched by
@@ -12,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import fetch, plots, staged, stats, tables, writers
+from analysis import fetch, judged, plots, staged, stats, tables, writers
 from analysis.load import find_sweeps, load_trials
 
 EXIT_BAD_INPUT = 2
@@ -33,6 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="uncertainty shown after each mean: sample std (default) or 95%% t-interval")  # fmt: skip
     p.add_argument("--log-to-tracking", action="store_true",
                    help="also log the report's files to the sweep's MLflow parent run / W&B group (its `tracking:`)")  # fmt: skip
+    p.add_argument("--export", choices=["alpaca_eval"], help="also write each method's generations (best "
+                   "setting) and the start point's in AlpacaEval's format, under <out>/<name>/alpaca_eval/")  # fmt: skip
+    p.add_argument("--judgments", action="append", default=[], metavar="PATH",
+                   help="AlpacaEval's annotations.json of an exported report: shown as one more judge")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -65,6 +70,8 @@ def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: s
                  notes: list[str] | None = None) -> Path:  # fmt: skip
     """Aggregate ``df`` (from ``load_trials``) and write every file of the report; returns report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    df, judge_notes = judged.add_sweep_lc(df)
+    notes = list(notes or []) + judge_notes
     analysed, stage_notes = staged.final_stage(df)  # a staged sweep: its final stage; else every trial
     results = stats.analyze(analysed, metric, mode)
     table_list = tables.build_tables(results, spread, analysed, metric)
@@ -126,6 +133,21 @@ def main(argv: list[str] | None = None) -> int:
     for sweep in sorted(set(df["sweep"]) - set(finished["sweep"])):
         print(f"warning: no trial of sweep {sweep} finished; it adds nothing to the tables.", file=sys.stderr)
     name = args.name or (sweep_dirs[0].name if len(sweep_dirs) == 1 else "combined")
+    if args.judgments or args.export:
+        from analysis import alpaca
+
+        best = stats.best_settings(stats.seed_summary(analysed), metric, mode)  # a staged sweep: its final stage
+        for judgments in args.judgments:
+            try:
+                df, more = alpaca.add_judgments(df, best, Path(judgments))
+            except (OSError, ValueError, KeyError) as e:
+                print(f"error: --judgments {judgments}: not an AlpacaEval annotations file ({type(e).__name__}: {e}). "
+                      "Give the annotations.json that alpaca_eval wrote for the exported outputs.", file=sys.stderr)  # fmt: skip
+                return EXIT_BAD_INPUT
+            notes += more
+        if args.export:
+            files = alpaca.export(best, df, Path(args.out) / name)
+            print(f"AlpacaEval files: {len(files)} written under {Path(args.out) / name / 'alpaca_eval'}")
     path = write_report(df, name, Path(args.out) / name, metric, mode, args.spread, notes)
     problems = int((df["status"] != "finished").sum())
     print(f"Report written: {path} and {path.with_suffix('.html')} "

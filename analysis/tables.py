@@ -93,11 +93,23 @@ def _numeric(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
     return frame[cols].reset_index(drop=True)
 
 
+def judge_columns(r: Results) -> list[tuple[str, str]]:
+    """Table 4's columns per judge: (header, metric): its raw win rate and its LC win rate."""
+    from analysis import judged
+
+    cols = []
+    for j in judged.judge_ids(r.trials):
+        cols += [(f"WR {j}", f"win_rate@{j}"), (f"LC {j}", judged.lc_column(r.trials, j))]
+    return [(h, m) for h, m in cols if f"{m}_mean" in r.best.columns]
+
+
 def main_table(r: Results, spread: str) -> Table:
     rows = []
+    per_judge = judge_columns(r)
     for _, b in r.best.iterrows():
         row = {"Method": b["label"], "Setting": b["setting"]}
         row.update({header(m): fmt_stat(b, m, spread) for m in MAIN})
+        row.update({h: fmt_stat(b, m, spread) for h, m in per_judge})
         row["Seeds"] = int(b["seeds"])
         if r.trials["sweep"].nunique() > 1:
             row["Sweeps"] = b["sweeps"]
@@ -106,11 +118,38 @@ def main_table(r: Results, spread: str) -> Table:
         f"Each method at its best setting by `{r.metric}` ({r.mode}); {SPREAD_NOTE[spread]}. "
         "Reward acc.: held-out pairs whose implicit reward ranks chosen above rejected. Win rate: greedy "
         "answers that beat the SFT model's under the task's oracle (ties half). Runtime: training wall time."
-    )
+        + (" WR <judge>: win rate against the start point's answers under that judge (ties half); LC <judge>: "
+           "AlpacaEval 2's length-controlled win rate (with a per-prompt difficulty estimated from the sweep's "
+           "trials where two or more share prompts and baseline; docs/judging.md)." if per_judge else "")
+    )  # fmt: skip
     return Table(
         "main", "Main comparison (Table 4)", caption, pd.DataFrame(rows),
-        _numeric(r.best, ["label", "setting", "config_key", "seeds", "seed_list", "sweeps"], MAIN),
+        _numeric(r.best, ["label", "setting", "config_key", "seeds", "seed_list", "sweeps"],
+                 MAIN + [m for _, m in per_judge]),
     )  # fmt: skip
+
+
+def judges_table(r: Results) -> Table | None:
+    """The judges judged (docs/judging.md): accuracy, length weight, ranking agreement (analysis.judged)."""
+    from analysis import judged
+
+    frame = judged.judges_frame(r.best, r.trials)
+    if frame is None:
+        return None
+    if "Accuracy vs oracle" in frame.columns:
+        caption = (
+            "Each judge against the built-in task's oracle: accuracy on held-out pairs the oracle does not tie "
+            "(ties count wrong), the length weight φ of AlpacaEval's GLM over the trials (mean ± std; > 0: the "
+            "judge prefers longer answers at equal quality), and Kendall's τ between the method ranking the judge "
+            "gives (each method at its best setting; raw win rate, and length-controlled) and the oracle's "
+            "ranking by oracle win rate."
+        )
+    else:
+        caption = (
+            "Pairs of judges: Kendall's τ between the method rankings they give (each method at its best setting), "
+            "by raw and by length-controlled win rate, and their length weights φ (mean ± std over trials)."
+        )
+    return Table("judges", "The judges judged", caption, frame, frame)
 
 
 def _is_true(v) -> bool:
@@ -360,7 +399,7 @@ def build_tables(
     r: Results, spread: str = "std", df: pd.DataFrame | None = None, metric: str = ""
 ) -> list[Table]:
     df = df if df is not None else pd.DataFrame()
-    tables = [findings_table(df, metric), length_bias_table(df, metric), main_table(r, spread),
+    tables = [findings_table(df, metric), length_bias_table(df, metric), main_table(r, spread), judges_table(r),
               ablation_table(r, spread), length_table(r, spread), efficiency_table(r, spread),
               agreement_table(r, spread), sensitivity_table(r, spread), importance_table(r),
               settings_table(r, spread)]  # fmt: skip

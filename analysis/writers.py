@@ -21,6 +21,7 @@ SECTIONS = [
     ("Length bias of the labels", ["length_bias"], []),
     ("Main comparison", ["main"], []),
     ("Tuning path", ["tuning_path"], []),
+    ("Judges", ["judges"], ["lc-length"]),
     ("Ablation", ["ablation"], []),
     ("Hyperparameter sensitivity", ["sensitivity", "importance"], ["gamma", "sensitivity-"]),
     ("Length and likelihood", ["length"], ["length-logp"]),

@@ -66,9 +66,11 @@ class Backend(Protocol):
         ...
 
     def generate(
-        self, model: torch.nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int
+        self, model: torch.nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+        sampling: dict | None = None,
     ) -> tuple[list[str], list[int]]:
-        """Greedy completions of all ``prompts``: texts and token counts, on every worker (collective)."""
+        """Completions of all ``prompts`` (greedy, or ``sampling``: see ``ablate.evaluate.generate``):
+        texts and token counts, on every worker (collective)."""
         ...
 
     def reduce(self, values: list[float], op: str = "sum") -> list[float]:

@@ -205,8 +205,9 @@ class DeepSpeedWorker:
         full = torch.cat(self._all_gather(stacked), dim=1)[:, : len(pairs)]
         return PairLogps(full[0], full[1], full[2], full[3])
 
-    def generate(self, model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int):
-        """Greedy generations of all prompts, split between the workers (equal shares, as ``pair_logps``);
+    def generate(self, model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int,
+                 sampling: dict | None = None):  # fmt: skip
+        """Generations of all prompts, split between the workers (equal shares, as ``pair_logps``);
         under ZeRO-3 the workers forward in lockstep (``synced_gpus``)."""
         import torch.distributed as dist
 
@@ -214,7 +215,7 @@ class DeepSpeedWorker:
         mine = prompts[self.rank * per : (self.rank + 1) * per]
         n_mine = len(mine)
         mine = mine + [prompts[-1]] * (per - n_mine)
-        texts, counts = generate(model, tokenizer, mine, max_new_tokens, batch_size, self.device,
+        texts, counts = generate(model, tokenizer, mine, max_new_tokens, batch_size, self.device, sampling,
                                  synced_gpus=self.zero3)  # fmt: skip
         gathered: list[Any] = [None] * self.world
         dist.all_gather_object(gathered, (texts[:n_mine], counts[:n_mine]))

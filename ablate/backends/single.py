@@ -52,9 +52,10 @@ class SingleProcess:
         return pair_logps(model, pairs, batch_size, pad_id, self.device)
 
     def generate(
-        self, model: torch.nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int
+        self, model: torch.nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+        sampling: dict | None = None,
     ) -> tuple[list[str], list[int]]:
-        return generate(model, tokenizer, prompts, max_new_tokens, batch_size, self.device)
+        return generate(model, tokenizer, prompts, max_new_tokens, batch_size, self.device, sampling)
 
     def reduce(self, values: list[float], op: str = "sum") -> list[float]:
         return list(values)

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ablate import data as data_mod
-from ablate import datasource, dsconfig, losses, metrics
+from ablate import datasource, dsconfig, judges, losses, metrics
 from ablate.models import is_builtin, model_exists
 from ablate.spec.errors import SpecError, format_validation
 from ablate.spec.expand import grid_points, search_plan
@@ -40,6 +40,7 @@ def check_semantics(path: Path, spec: SweepSpec) -> SweepSpec:
             _check_spaces(path, spec, i, entry)
     if not spec.stages:
         _check_search(path, spec)
+    _check_judges(path, spec)
     _check_metrics(path, spec)
     spec = check_deepspeed(path, spec)
     if not is_builtin(spec.model.name_or_path) and not model_exists(spec.model.name_or_path):
@@ -106,8 +107,62 @@ def _check_search(path: Path, spec: SweepSpec) -> None:
         )
 
 
+def _check_judges(path: Path, spec: SweepSpec) -> None:
+    """Judges need generations and must apply to the sweep's data; a local judge must be a reward model
+    with a tokenizer (hub ids are not looked up); a prompt file must exist and have its field."""
+    ev = spec.evaluation
+    if ev.judges and not ev.generate:
+        raise SpecError(
+            f"{path}: evaluation.judges: judges score generations, but `evaluation.generate` is false. "
+            "Set `generate: true` or remove the judges."
+        )
+    for i, judge in enumerate(ev.judges or []):
+        problem = judges.check(judge, ev, spec.data)
+        if problem:
+            raise SpecError(
+                f"{path}: evaluation.judges.{i} ({judge.name}): {problem}. Fix the judge's name or settings, "
+                "or remove it (judges: builtin:oracle and builtin:reward-model on the built-in task, or a "
+                "sequence-classification reward model's hub id or directory)."
+            )
+    source = Path(ev.prompts).expanduser()
+    if ev.prompts == "held_out" or "://" in ev.prompts or source.suffix not in data_mod.LOCAL_FORMATS:
+        return  # the held-out prompts, or a hub data set / hf:// file (not looked up offline)
+    if not source.is_file():
+        raise SpecError(
+            f"{path}: evaluation.prompts: {ev.prompts!r} does not exist. Give an existing .jsonl/.json/.parquet "
+            "file with an instruction field, a hub data set id, or held_out."
+        )
+    try:
+        columns = data_mod.file_columns(source)
+    except data_mod.DataError as e:
+        raise SpecError(f"{path}: evaluation.prompts: {e}.") from None
+    if ev.prompt_field not in columns:
+        raise SpecError(
+            f"{path}: evaluation.prompt_field: {ev.prompts} has no field {ev.prompt_field!r}; its fields are "
+            f"{columns}. Set `evaluation.prompt_field` to the prompt's field."
+        )
+
+
+def judged_metrics(spec: SweepSpec) -> tuple[str, ...]:
+    """``<metric>@<judge>`` for every judge of the sweep (``ablate.metrics.PER_JUDGE``)."""
+    ids = [j.id for j in judges.effective(spec.evaluation, spec.data)]
+    return tuple(metrics.judge_metric(m, j) for j in ids for m in metrics.PER_JUDGE)
+
+
 def _metric_problem(spec: SweepSpec, metric: str, during_training: bool) -> str | None:
     """Why no trial of this sweep reports ``metric`` (at the time it is needed), or None."""
+    judged = judged_metrics(spec)
+    if metrics.split_judge_metric(metric):
+        if during_training:
+            return f"{metric!r} is reported only when a trial ends, so early stopping cannot compare trials on it"
+        if metric in judged:
+            return None
+        _, judge = metrics.split_judge_metric(metric)
+        ids = [j.id for j in judges.effective(spec.evaluation, spec.data)]
+        return (
+            f"no judge {judge!r} in `evaluation.judges` (the sweep's judges: {', '.join(ids) or 'none'}), so no "
+            f"trial reports {metric!r}; add the judge or use one of {', '.join(judged) or 'the other metrics'}"
+        )
     reported = set(metrics.TRAINING)
     if spec.evaluation.every_steps:
         reported |= set(metrics.PERIODIC_EVAL)
@@ -132,11 +187,11 @@ def _metric_problem(spec: SweepSpec, metric: str, during_training: bool) -> str 
             return f"{metric!r} needs the built-in task's oracle (`data.source: builtin:synthetic`)"
         if metric in metrics.ALL:
             return None
-    hint = difflib.get_close_matches(metric, metrics.ALL, n=1)
+    hint = difflib.get_close_matches(metric, metrics.ALL + judged, n=1)
     return (
         f"no trial reports {metric!r}"
         + (f" (did you mean {hint[0]!r}?)" if hint else "")
-        + f"; metrics: {', '.join(metrics.ALL)}"
+        + f"; metrics: {', '.join(metrics.ALL + judged)}"
     )
 
 

@@ -1,0 +1,177 @@
+"""Win rates against a baseline, raw and length-controlled as AlpacaEval 2 computes them (Ray-free,
+torch-free: numpy and scikit-learn).
+
+Raw: the share of prompts where the policy's answer beats the baseline's, ties counting half.
+
+Length-controlled (AlpacaEval 2's GLM, ``alpaca_eval/metrics/glm_winrate.py``; docs/judging.md): a
+logistic model without intercept of the soft preference p (1 = policy wins, 0.5 tie) on
+
+    θ·1 + φ·tanh(Δlen / std(Δlen)) [+ ψ·difficulty(prompt)],   Δlen = len(policy) − len(baseline) in characters,
+
+fitted with an L1 penalty (liblinear), its strength chosen by 5-fold cross-validation over prompts
+(``GroupKFold``) on the soft log-loss, soft labels entered as two weighted rows (label 1 with weight p,
+label 0 with weight 1 − p). The LC win rate is the mean fitted probability with Δlen set to 0.
+Without the difficulty term this is AlpacaEval's ``length_controlled_minimal``; with it (a
+difficulty per prompt, which a sweep estimates from its own trials: ``prompt_difficulty``) it is
+``length_controlled_noreg``. AlpacaEval writes Δlen as baseline − policy; here φ > 0 means the judge
+prefers longer answers (AlpacaEval's weight has the opposite sign; the LC win rate is the same).
+
+Two standard errors: ``prediction_sem`` is what AlpacaEval reports (the standard error of the mean of
+the per-prompt predictions; 0 for the minimal model, whose predictions are all σ(θ)), ``se`` the
+delta-method error of the LC win rate from the fit's sandwich covariance (what the report shows).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+N_SPLITS = 5  # AlpacaEval's folds
+RANDOM_STATE = 123  # AlpacaEval's liblinear seed
+
+
+@dataclass(frozen=True)
+class LCResult:
+    win_rate: float  # raw, ties half, as a fraction
+    lc_win_rate: float  # length-controlled, as a fraction
+    se: float  # delta-method standard error of lc_win_rate (sandwich covariance)
+    prediction_sem: float  # AlpacaEval's lc_standard_error / 100
+    length_coef: float  # φ; > 0: the judge prefers longer answers
+    coefs: dict[str, float] = field(default_factory=dict)
+    n: int = 0
+
+
+def preferences(policy_scores, baseline_scores) -> np.ndarray:
+    """Per prompt: 1 where the policy's score is higher, 0 where lower, 0.5 on a tie."""
+    a, b = np.asarray(policy_scores, float), np.asarray(baseline_scores, float)
+    return np.where(a > b, 1.0, np.where(a < b, 0.0, 0.5))
+
+
+def win_rate(prefs) -> float:
+    p = np.asarray(prefs, float)
+    return float(p.mean()) if len(p) else math.nan
+
+
+def standardized_delta(policy_lengths, baseline_lengths) -> np.ndarray:
+    """Δlen / std(Δlen) (sample std, as pandas); all zeros when the lengths never differ by a varying amount."""
+    delta = np.asarray(policy_lengths, float) - np.asarray(baseline_lengths, float)
+    std = delta.std(ddof=1) if len(delta) > 1 else 0.0
+    return delta / std if std > 0 else np.zeros_like(delta)
+
+
+def length_controlled(
+    prefs, policy_lengths, baseline_lengths, difficulty=None, n_splits: int = N_SPLITS
+) -> LCResult:
+    """The LC win rate of one policy against the baseline (see the module doc); ``difficulty``: one
+    value per prompt (None: the minimal model)."""
+    p = np.clip(np.asarray(prefs, float), 0.0, 1.0)
+    z = np.tanh(standardized_delta(policy_lengths, baseline_lengths))
+    names = ["length", *(["difficulty"] if difficulty is not None else []), "baseline"]
+    cols = [z, *([np.asarray(difficulty, float)] if difficulty is not None else []), np.ones_like(z)]
+    x = np.column_stack(cols)
+    beta = fit_soft_logistic(x, p, n_splits)
+    x0 = x.copy()
+    x0[:, 0] = 0.0  # no length difference
+    q0 = _sigmoid(x0 @ beta)
+    sem = float(q0.std(ddof=1) / math.sqrt(len(q0))) if len(q0) > 1 else math.nan
+    return LCResult(
+        win_rate=win_rate(p), lc_win_rate=float(q0.mean()), se=_delta_se(x, p, beta, x0), prediction_sem=sem,
+        length_coef=float(beta[0]), coefs=dict(zip(names, map(float, beta), strict=True)), n=len(p),
+    )  # fmt: skip
+
+
+def fit_soft_logistic(x: np.ndarray, p: np.ndarray, n_splits: int = N_SPLITS) -> np.ndarray:
+    """Coefficients of an L1 logistic regression without intercept on soft labels ``p``, its strength
+    chosen among scikit-learn's 10 default values by grouped cross-validation on the soft log-loss."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.metrics import make_scorer
+    from sklearn.model_selection import GroupKFold
+
+    n = len(p)
+    rows = np.vstack([x, x])
+    y = np.r_[np.ones(n), np.zeros(n)]
+    weight = np.r_[p, 1.0 - p]
+    target = np.r_[p, p]  # the soft label of every row (both copies of a prompt carry the same p)
+    groups = np.r_[np.arange(n), np.arange(n)]
+    l1 = _l1_arguments(sklearn.__version__)
+    common = {"solver": "liblinear", "fit_intercept": False, "random_state": RANDOM_STATE, **l1}
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # scikit-learn's API changes around `penalty`
+        # Weak penalties on (nearly) separable judgments stop at liblinear's iteration cap, as in AlpacaEval.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if n < 2 or min(n_splits, n) < 2:
+            model = LogisticRegression(C=100.0, **common).fit(rows, y, sample_weight=weight)
+            return model.coef_[0].copy()
+        with sklearn.config_context(enable_metadata_routing=True):
+            scorer = make_scorer(
+                _soft_log_loss, response_method="predict_proba", greater_is_better=False
+            ).set_score_request(target=True)
+            model = LogisticRegressionCV(cv=GroupKFold(n_splits=min(n_splits, n)), scoring=scorer, **common)
+            model.set_fit_request(sample_weight=True)
+            model.fit(rows, y, sample_weight=weight, groups=groups, target=target)
+    return model.coef_[0].copy()
+
+
+def _l1_arguments(version: str) -> dict:
+    """An L1 penalty, said the way this scikit-learn wants it (``penalty`` is deprecated from 1.8)."""
+    major, minor = (int(v) for v in version.split(".")[:2])
+    return {"l1_ratios": (1.0,)} if (major, minor) >= (1, 8) else {"penalty": "l1"}
+
+
+def _soft_log_loss(y_true, y_prob, target) -> float:
+    """Log-loss against the soft label of each row (``target``), not the duplicated 0/1 label."""
+    q = np.clip(np.asarray(y_prob, float), 1e-15, 1 - 1e-15)
+    if q.ndim == 2:
+        q = q[:, 1]
+    t = np.asarray(target, float)
+    return float(-np.mean(t * np.log(q) + (1 - t) * np.log(1 - q)))
+
+
+def _sigmoid(v: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -v))
+
+
+def _delta_se(x: np.ndarray, p: np.ndarray, beta: np.ndarray, x0: np.ndarray) -> float:
+    """Delta-method standard error of mean σ(x0·β), with the sandwich covariance H⁻¹ S H⁻¹ of β
+    (H: the log-likelihood's Hessian, S: the sum of outer products of per-prompt scores), over the
+    coefficients the L1 fit kept (zeroed ones are treated as fixed)."""
+    keep = np.flatnonzero(beta != 0)
+    if len(keep) == 0 or len(p) < 2:
+        return 0.0 if len(p) >= 2 else math.nan
+    xs, x0s = x[:, keep], x0[:, keep]
+    q = _sigmoid(x @ beta)
+    hessian = (xs * (q * (1 - q))[:, None]).T @ xs
+    scores = xs * (p - q)[:, None]
+    bread = np.linalg.pinv(hessian)
+    cov = bread @ (scores.T @ scores) @ bread
+    q0 = _sigmoid(x0 @ beta)
+    grad = ((q0 * (1 - q0))[:, None] * x0s).mean(axis=0)
+    return float(math.sqrt(max(grad @ cov @ grad, 0.0)))
+
+
+def prompt_difficulty(prefs: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """A difficulty per prompt from many policies judged on the same prompts against the same baseline:
+    ``prefs`` and ``deltas`` (standardised length differences) are (policies × prompts). One logistic
+    model with a win propensity and a length weight per policy and an effect per prompt (ridge-penalised,
+    so the effects are identified and centred), fitted on the soft labels; a prompt's difficulty is
+    minus its effect (higher: the policies win less often there), centred to mean 0. AlpacaEval
+    estimated its instructions' difficulties across its leaderboard's models the same way."""
+    from sklearn.linear_model import LogisticRegression
+
+    prefs, deltas = np.asarray(prefs, float), np.asarray(deltas, float)
+    t, n = prefs.shape
+    policy = np.repeat(np.eye(t), n, axis=0)  # (t*n, t)
+    length = policy * np.tanh(deltas).reshape(-1, 1)
+    prompt = np.tile(np.eye(n), (t, 1))  # (t*n, n)
+    x = np.hstack([policy, length, prompt])
+    p = prefs.reshape(-1)
+    model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=1000)
+    model.fit(np.vstack([x, x]), np.r_[np.ones(len(p)), np.zeros(len(p))], sample_weight=np.r_[p, 1 - p])
+    effect = model.coef_[0][2 * t :]
+    return -(effect - effect.mean())

@@ -1,0 +1,152 @@
+"""Judged generation quality across a sweep (docs/judging.md): per judge, the length-controlled win rate
+with a per-prompt difficulty estimated from the sweep's own trials, the judges table (each judge's
+accuracy, its length weight, and how its method ranking compares with the oracle's or the other
+judges', raw and length-controlled), and the columns Table 4 shows per judge.
+
+Trials report the minimal LC win rate (``lc_win_rate@<judge>``: no difficulty term, one trial alone).
+Here every finished trial judged on the same prompts against the same baseline (same ``task_key``)
+contributes to a difficulty per prompt (``ablate.winrate.prompt_difficulty``), and each trial's LC
+win rate is fitted again with it: ``lc_win_rate_sweep@<judge>`` (AlpacaEval's ``length_controlled_noreg``
+with the sweep's own difficulties)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+from ablate import winrate
+from analysis.load import FINISHED, JUDGMENTS_FILE, load_heldout
+
+WIN = re.compile(r"^win_rate@(.+)$")
+ORACLE = "builtin:oracle"
+
+
+def judge_ids(df: pd.DataFrame) -> list[str]:
+    """The judges whose win rates the trials report, in the sweep file's order (then later judges)."""
+    return [m.group(1) for c in df.columns if (m := WIN.match(str(c)))]
+
+
+def lc_column(df: pd.DataFrame, judge: str) -> str:
+    """The LC win rate column to show: the sweep variant (with difficulty) where there is one."""
+    sweep = f"lc_win_rate_sweep@{judge}"
+    return sweep if sweep in df.columns and df[sweep].notna().any() else f"lc_win_rate@{judge}"
+
+
+def judged(row: pd.Series, judge: str, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(preferences, answer lengths, baseline lengths; in characters) of one trial under one judge,
+    from its ``heldout.json`` or its ``judgments.json``; None when it was not judged by it. ``cache``
+    keeps the files read, for the next judge."""
+    cache = {} if cache is None else cache
+    path = row.get("heldout")
+    if path not in cache:
+        cache[path] = load_heldout(path)
+    record = cache[path]
+    gen = (record or {}).get("generations") or {}
+    if not gen.get("text") or "baseline_chars" not in gen:
+        return None
+    scores = (gen.get("judges") or {}).get(judge)
+    extra = Path(str(row.get("trial_dir"))) / JUDGMENTS_FILE
+    if scores is None and extra.is_file():
+        try:
+            scores = json.loads(extra.read_text()).get(judge)
+        except (OSError, ValueError):
+            scores = None
+    if not scores:
+        return None
+    prefs = winrate.preferences(scores["scores"], scores["baseline_scores"])
+    return prefs, np.array([len(t) for t in gen["text"]]), np.asarray(gen["baseline_chars"])
+
+
+def add_sweep_lc(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``lc_win_rate_sweep@<judge>`` (and ``_se``) for every finished trial judged with others on the
+    same prompts and baseline (see the module doc); notes on what could not be fitted."""
+    notes: list[str] = []
+    if df.empty or "task_key" not in df.columns:
+        return df, notes
+    done = df[df["status"] == FINISHED]
+    columns: dict[str, pd.Series] = {}
+    cache: dict = {}
+    for judge in judge_ids(df):
+        lc_col, se_col = f"lc_win_rate_sweep@{judge}", f"lc_win_rate_sweep_se@{judge}"
+        for _, group in done.groupby("task_key"):
+            got = {i: judged(row, judge, cache) for i, row in group.iterrows()}
+            got = {i: g for i, g in got.items() if g is not None}
+            sizes = {len(g[0]) for g in got.values()}
+            if len(got) < 2 or len(sizes) != 1:
+                continue
+            prefs = np.vstack([g[0] for g in got.values()])
+            deltas = np.vstack([winrate.standardized_delta(g[1], g[2]) for g in got.values()])
+            difficulty = winrate.prompt_difficulty(prefs, deltas)
+            for i, (p, ours, base) in got.items():
+                lc = winrate.length_controlled(p, ours, base, difficulty=difficulty)
+                columns.setdefault(lc_col, pd.Series(np.nan, index=df.index)).loc[i] = lc.lc_win_rate
+                columns.setdefault(se_col, pd.Series(np.nan, index=df.index)).loc[i] = lc.se
+        if lc_col not in columns:
+            notes.append(f"Judge {judge}: fewer than two trials share prompts and baseline, so its LC win rate "
+                         "is the per-trial minimal model (no prompt difficulty).")  # fmt: skip
+    if columns:
+        df = pd.concat([df.drop(columns=[c for c in columns if c in df.columns]), pd.DataFrame(columns)], axis=1)
+    return df, notes
+
+
+def _tau(a: pd.Series, b: pd.Series) -> float:
+    ok = a.notna() & b.notna()
+    if ok.sum() < 2:
+        return math.nan
+    return float(st.kendalltau(a[ok], b[ok]).statistic)
+
+
+def _mean_std(values: pd.Series) -> str:
+    v = values.dropna().astype(float)
+    if v.empty:
+        return "–"
+    return f"{v.mean():.3f}" + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else "")
+
+
+def judges_frame(best: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame | None:
+    """A row per judge: its accuracy on held-out pairs, its length weight over the trials, and Kendall's τ
+    between the method ranking it gives (raw and LC win rate, each method at its best setting) and the
+    oracle's (raw oracle win rate). Without an oracle, a row per pair of judges with the τ between their
+    rankings. None without judges (or with one judge and no oracle)."""
+    judges = [j for j in judge_ids(df) if f"win_rate@{j}_mean" in best.columns]
+    if not judges:
+        return None
+    done = df[df["status"] == FINISHED]
+    truth = best.get("oracle_win_rate_mean")
+    rows = []
+    if truth is not None and truth.notna().sum() >= 2:
+        for j in judges:
+            lc = best.get(f"{lc_column(df, j)}_mean")
+            rows.append({
+                "Judge": j,
+                "Accuracy vs oracle": _mean_std(done.get(f"judge_accuracy@{j}", pd.Series(dtype=float))),
+                "Length weight φ": _mean_std(done.get(f"length_coef@{j}", pd.Series(dtype=float))),
+                "τ raw WR vs oracle": _fmt(_tau(best[f"win_rate@{j}_mean"], truth)),
+                "τ LC vs oracle": _fmt(_tau(lc, truth) if lc is not None else math.nan),
+                "Methods": int(best[f"win_rate@{j}_mean"].notna().sum()),
+            })  # fmt: skip
+        return pd.DataFrame(rows)
+    if len(judges) < 2:
+        return None
+    for a_i, a in enumerate(judges):
+        for b in judges[a_i + 1 :]:
+            la, lb = best.get(f"{lc_column(df, a)}_mean"), best.get(f"{lc_column(df, b)}_mean")
+            rows.append({
+                "Judges": f"{a} vs {b}",
+                "τ raw WR": _fmt(_tau(best[f"win_rate@{a}_mean"], best[f"win_rate@{b}_mean"])),
+                "τ LC": _fmt(_tau(la, lb) if la is not None and lb is not None else math.nan),
+                "Length weight φ": f"{_mean_std(done.get(f'length_coef@{a}', pd.Series(dtype=float)))} / "
+                                   f"{_mean_std(done.get(f'length_coef@{b}', pd.Series(dtype=float)))}",
+                "Methods": int(best[f"win_rate@{a}_mean"].notna().sum()),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _fmt(x: float) -> str:
+    return "–" if not isinstance(x, float) or not math.isfinite(x) else f"{x:+.2f}"
