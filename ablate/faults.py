@@ -12,6 +12,11 @@ separated by ``;``. ``index`` is the trial's index in the expanded sweep (``--dr
   collective would); tests use it to hold a sweep mid-trial for as long as they need, instead of
   racing a trial to its end.
 
+In a staged sweep (``stages:``) every stage numbers its trials from 0 (its ``--dry-run`` table
+shows them): add ``stage=<name>`` to target one stage, e.g.
+``ABLATE_FAULT="stage=hparams,index=0,step=6,kind=hang"``; a fault without ``stage`` fires at that
+index in every stage.
+
 A fault fires only in an attempt that started from step 0: a trial retried from a checkpoint taken
 before the fault's step does not meet it again (a transient fault), while one retried from scratch
 does (a persistent fault, which exhausts ``max_failures``). Not for production sweeps.
@@ -37,6 +42,7 @@ class Fault:
     index: int
     step: int
     kind: str
+    stage: str | None = None  # a staged sweep's stage; None: any
 
 
 def parse(text: str) -> list[Fault]:
@@ -45,10 +51,13 @@ def parse(text: str) -> list[Fault]:
     for entry in filter(None, (e.strip() for e in text.split(";"))):
         try:
             fields = dict(part.split("=", 1) for part in entry.replace(" ", "").split(","))
-            fault = Fault(int(fields.pop("index")), int(fields.pop("step")), fields.pop("kind"))
+            fault = Fault(
+                int(fields.pop("index")), int(fields.pop("step")), fields.pop("kind"), fields.pop("stage", None)
+            )
         except (KeyError, ValueError):
             raise ValueError(
-                f"{ENV}: cannot read {entry!r}; write index=<trial index>,step=<step>,kind=<{'|'.join(KINDS)}>"
+                f"{ENV}: cannot read {entry!r}; write [stage=<stage>,]index=<trial index>,step=<step>,"
+                f"kind=<{'|'.join(KINDS)}>"
             ) from None
         if fields or fault.kind not in KINDS:
             raise ValueError(f"{ENV}: {entry!r}: unknown key or kind; kinds are {', '.join(KINDS)}")
@@ -56,11 +65,16 @@ def parse(text: str) -> list[Fault]:
     return faults
 
 
-def for_trial(index: int, start_step: int, environ=os.environ) -> dict[int, str]:
-    """``{step: kind}`` of the faults this attempt of trial ``index`` meets (none when resumed)."""
+def for_trial(index: int, start_step: int, environ=os.environ, stage: str | None = None) -> dict[int, str]:
+    """``{step: kind}`` of the faults this attempt of trial ``index`` (of ``stage`` in a staged sweep)
+    meets (none when resumed)."""
     if start_step > 0:
         return {}
-    return {f.step: f.kind for f in parse(environ.get(ENV, "")) if f.index == index}
+    return {
+        f.step: f.kind
+        for f in parse(environ.get(ENV, ""))
+        if f.index == index and f.stage in (None, stage)
+    }
 
 
 def fire(kind: str, step: int) -> None:

@@ -61,6 +61,12 @@ class SweepPlan:
             extra = {"start": start_for(self.spec.data.model_dump()), "cache_dir": cache_dir}
         return replace(self, trials=trials, trial_extra={**self.trial_extra, **extra})
 
+    def with_extra(self, extra: dict) -> SweepPlan:
+        """The plan with ``extra`` in every trial config (a staged sweep's sweep and stage names)."""
+        return replace(
+            self, trials=[{**t, **extra} for t in self.trials], trial_extra={**self.trial_extra, **extra}
+        )
+
     def with_data_split(self, split_for: Callable[[dict], dict]) -> SweepPlan:
         """The plan with each trial's ``data_split`` (``split_for(data section)``): where its training
         and held-out pairs come from and how many, recorded in its config."""

@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 from ablate import plan as plan_mod
 from ablate import spec as spec_mod
@@ -18,6 +19,7 @@ from ablate import tracking
 from ablate.cache import cache_key
 from ablate.plan import SweepPlan
 from ablate.spec import SpecError, SweepSpec
+from ablate.spec import stages as stage_spec
 from ablate.tracking import preflight as tracking_preflight
 
 EXIT_BAD_INPUT = 2
@@ -51,17 +53,19 @@ def _scheduler_line(plan: SweepPlan) -> str:
     )
 
 
-def print_dry_run(plan: SweepPlan) -> None:
-    """The plan: a grid sweep's trials one per line, or a search's entries; last line ``N trials``."""
+def print_dry_run(plan: SweepPlan, total_line: bool = True) -> None:
+    """The plan: a grid sweep's trials one per line, or a search's entries; last line ``N trials``
+    (a staged sweep prints its stages' plans without it, then the total of all)."""
     if plan.search:
-        print_search_dry_run(plan)
+        print_search_dry_run(plan, total_line)
         return
     print(f"{'#':>3}  {'method':<14} {'label':<16} {'setting':<44} {'seed':>4}  resources")
     for t in plan.trials:
         print(
             f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  {describe_resources(t)}"
         )
-    print(f"{plan.total} trials")
+    if total_line:
+        print(f"{plan.total} trials")
 
 
 def _space_text(space) -> str:
@@ -70,7 +74,7 @@ def _space_text(space) -> str:
     return f"{space.kind}({space.values[0]:g}, {space.values[1]:g})"
 
 
-def print_search_dry_run(plan: SweepPlan) -> None:
+def print_search_dry_run(plan: SweepPlan, total_line: bool = True) -> None:
     """A random / optuna sweep's trials are drawn while it runs: show per method entry what is fixed,
     what is searched and how many trials it gets, and the seeds the draws cycle through."""
     spec = plan.spec
@@ -94,7 +98,8 @@ def print_search_dry_run(plan: SweepPlan) -> None:
         for path, space in e.spaces.items():
             print(f"{'':>5}searched  {path.split('.', 1)[1]} ~ {_space_text(space)}")
         print(f"{'':>5}fixed     {fixed}")
-    print(f"{plan.total} trials")
+    if total_line:
+        print(f"{plan.total} trials")
 
 
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + SETTINGS
@@ -213,10 +218,13 @@ def load(args: argparse.Namespace) -> SweepSpec:
     return spec
 
 
-def storage_problem(args: argparse.Namespace, spec: SweepSpec, tune) -> str | None:
-    """Why the sweep's storage does not fit ``--resume`` / ``--overwrite``; deletes it for ``--overwrite``."""
+def storage_problem(
+    args: argparse.Namespace, spec: SweepSpec, tune, exists: bool | None = None
+) -> str | None:
+    """Why the sweep's storage does not fit ``--resume`` / ``--overwrite``; deletes it for ``--overwrite``.
+    ``exists``: whether the sweep is in storage (default: a Ray Tune experiment of its name is)."""
     where = tune.experiment_path(spec.storage, spec.name)
-    exists = tune.exists(spec.storage, spec.name)
+    exists = tune.exists(spec.storage, spec.name) if exists is None else exists
     if exists and not args.resume:
         if not args.overwrite:
             return (
@@ -242,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         spec = load(args)
-        plan = plan_mod.build(spec)
+        # A staged sweep plans stage by stage (ablate.stages); its first stage stands for its data here.
+        plan = plan_mod.build(stage_spec.stage_spec(spec, 0, None) if spec.stages else spec)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -252,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         if spec.tracking.any:
             print(tracking.describe(spec.tracking))
-        print_dry_run(plan)
+        if spec.stages:
+            from ablate import stages
+
+            stages.print_dry_run(spec)
+        else:
+            print_dry_run(plan)
         return 0
     problem = tracking_preflight.problem(spec.tracking) if spec.tracking.any else None
     if problem:  # before Ray starts and the start point trains
@@ -264,7 +278,38 @@ def main(argv: list[str] | None = None) -> int:
               "GCS address (host:port, e.g. 10.0.0.1:6379, as printed by `ray start --head`) or omit "
               "--address to run on a local Ray.", file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
+    if spec.stages:
+        from ablate import stages
+
+        return stages.launch(args, spec, plan)
     return launch(args, plan)
+
+
+def connect(args: argparse.Namespace, tune) -> bool:
+    """Connect to Ray (``--address``, or a local instance); False after printing why it failed."""
+    try:
+        tune.connect(args.address)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        print(f"error: --address {args.address}: cannot connect to a Ray cluster ({e}). "
+              "Check the address (host:port of the head's GCS, e.g. 10.0.0.1:6379) or omit it to run locally.",
+              file=sys.stderr)  # fmt: skip
+        return False
+    return True
+
+
+def start_points(spec: SweepSpec, startpoint) -> Callable[[dict], dict]:
+    """``start_for(data section) -> start``: one start point (and SFT baseline) per task config of the
+    sweep, prepared on first use."""
+    starts: dict[str, dict] = {}
+
+    def start_for(data: dict) -> dict:
+        key = cache_key(data)
+        if key not in starts:
+            starts[key] = startpoint.prepare(spec.model.model_dump(), data, spec.sft.model_dump(),
+                                             spec.evaluation.model_dump(), spec.cache_dir)  # fmt: skip
+        return starts[key]
+
+    return start_for
 
 
 def launch(args: argparse.Namespace, plan: SweepPlan) -> int:
@@ -276,24 +321,10 @@ def launch(args: argparse.Namespace, plan: SweepPlan) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     t0 = time.time()
-    try:  # before the SFT start point, so a wrong address costs no training
-        tune.connect(args.address)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        print(f"error: --address {args.address}: cannot connect to a Ray cluster ({e}). "
-              "Check the address (host:port of the head's GCS, e.g. 10.0.0.1:6379) or omit it to run locally.",
-              file=sys.stderr)  # fmt: skip
+    if not connect(args, tune):  # before the SFT start point, so a wrong address costs no training
         return EXIT_BAD_INPUT
     spec = plan.spec
-    starts: dict[str, dict] = {}  # one start point (and SFT baseline) per task config of the sweep
-
-    def start_for(data: dict) -> dict:
-        key = cache_key(data)
-        if key not in starts:
-            starts[key] = startpoint.prepare(spec.model.model_dump(), data, spec.sft.model_dump(),
-                                             spec.evaluation.model_dump(), spec.cache_dir)  # fmt: skip
-        return starts[key]
-
-    plan = dataclasses.replace(plan.with_start(start_for), source_file=args.sweep)
+    plan = dataclasses.replace(plan.with_start(start_points(spec, startpoint)), source_file=args.sweep)
     print(f"Sweep {spec.name}: {plan.total} trials ({spec.search}){' (resumed)' if args.resume else ''}")
     outcome = tune.run(plan, resume=args.resume)
     if "://" not in outcome.path:  # the baselines the trials were judged against, kept with the results

@@ -164,7 +164,7 @@ def train_policy(
         w = backend.world
         return preference.batch_order(splits.train, tr.batch_size * w, cfg.seed, epoch, tr.group_by_length, w)
 
-    faulty = FaultHook(cfg.index, prior.step)
+    faulty = FaultHook(cfg.index, prior.step, cfg.stage)
 
     def loss_for(model: torch.nn.Module):
         loss_fn = preference.loss_function(model, cfg.method, cfg.hparams, ref.model, ref.train)
@@ -190,8 +190,8 @@ def train_policy(
 class FaultHook:
     """The ``ABLATE_FAULT`` testing hook (``ablate.faults``) of this attempt of the trial."""
 
-    def __init__(self, index: int, start_step: int) -> None:
-        self.injected = faults.for_trial(index, start_step)
+    def __init__(self, index: int, start_step: int, stage: str | None = None) -> None:
+        self.injected = faults.for_trial(index, start_step, stage=stage)
         self.poison: list[float] = []
 
     def before_step(self, step: int) -> None:

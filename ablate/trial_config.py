@@ -39,11 +39,14 @@ class TrialDeepSpeed(DeepSpeedSettings):
 
 class TrialConfig(_Frozen):
     sweep: str
-    index: int  # in the expanded sweep (``--dry-run`` shows it); the fault hook targets it
+    index: int  # in the expanded sweep, or stage (``--dry-run`` shows it); the fault hook targets it
     label: str
     method: str
     hparams: dict[str, float | bool]  # every hyperparameter, defaults filled in (losses.validate_hparams)
     setting: str
+    point: dict[str, dict[str, Any]] | None = None  # the sweep file's values `setting` names (spec.expand)
+    stage: str | None = None  # a staged sweep's stage (``ablate.stages``); the fault hook can target it
+    replay: str | None = None  # an identical finished trial of an earlier stage, replayed (ablate.tune.replay)
     reference: Literal["online", "precomputed"] | None  # None: a reference-free method
     seed: int
     model: ModelConfig

@@ -40,6 +40,9 @@ def trainable(config: dict) -> None:
     if final is not None:
         tune.report({**final, "replayed_final_record": True})
         return
+    if config[TRIAL_KEY].get("replay") and (final := replay(config[TRIAL_KEY]["replay"])) is not None:
+        tune.report(final)
+        return
     resume = None
     if (ckpt := tune.get_checkpoint()) is not None:
         with ckpt.as_directory() as d:
@@ -61,6 +64,37 @@ def trainable(config: dict) -> None:
         deepspeed_backend.run_distributed_trial(cfg, report=report, save_artifact=save_to_trial_dir)
         return
     run_trial(cfg, report=report, save_artifact=save_to_trial_dir, report_checkpoint=report_checkpoint, resume=resume)
+
+
+def replay(source: str) -> dict | None:
+    """A staged sweep's trial identical to one an earlier stage finished (same setting and seed, at
+    ``source``; ``ablate.stages``): report that trial's training rows, copy its held-out records and
+    save its final record as this trial's, instead of training the same thing again. None when the
+    earlier trial cannot be read (then the trial trains)."""
+    import pyarrow.fs
+
+    from analysis.load import HELDOUT_FILE, JUDGMENTS_FILE, RAY_KEYS
+
+    try:
+        fs, root = pyarrow.fs.FileSystem.from_uri(source)
+        files = {}
+        for name in (FINAL_RECORD, "result.json", HELDOUT_FILE, JUDGMENTS_FILE):
+            if fs.get_file_info(f"{root}/{name}").type == pyarrow.fs.FileType.File:
+                with fs.open_input_stream(f"{root}/{name}") as f:
+                    files[name] = f.readall()
+        final = json.loads(files[FINAL_RECORD])
+        rows = [json.loads(line) for line in files.get("result.json", b"").decode().splitlines() if line.strip()]
+    except (OSError, KeyError, ValueError):
+        return None
+    for row in rows:
+        if "step" in row and "status" not in row:  # the training history, as the earlier trial reported it
+            tune.report({k: v for k, v in row.items() if k not in RAY_KEYS})
+    for name in (HELDOUT_FILE, JUDGMENTS_FILE):  # per-response records (generations), later judgments
+        if name in files:
+            save_to_trial_dir(name, files[name])
+    final = {**final, "replayed_from": source}
+    save_to_trial_dir(FINAL_RECORD, json.dumps(final, default=str).encode())
+    return final
 
 
 def save_to_trial_dir(name: str, data: bytes) -> None:

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-REPORT_FILES = ("params.json", "result.json", "error.txt")
+REPORT_FILES = ("params.json", "result.json", "error.txt", "stages.json")
 
 
 class FetchError(ValueError):

@@ -18,7 +18,7 @@ Every trial gets a row and a ``status``; none is dropped:
 
 Settings are matched across sweeps by config, not by directory names: ``config_key`` hashes the
 trial config without the seed and the bookkeeping that differs between runs of the same setting
-(paths, sweep name, trial index, the sweep's metric)."""
+(paths, sweep name, trial index, the sweep's metric, a staged sweep's stage)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ STATUSES = ["finished", "diverged", "errored", "stopped early", "unfinished", "p
 # Trial-config keys that do not change what a trial computes, or that differ between the seeds
 # of one setting; everything else (method, hparams, training, data, model, evaluation, resources,
 # reference, label, the start point's id) defines the setting.
-NOT_SETTING = {"seed", "index", "sweep", "cache_dir", "start", "metric", "mode", "setting", "data_split"}
+NOT_SETTING = {"seed", "index", "sweep", "cache_dir", "start", "metric", "mode", "setting", "data_split",
+               "point", "stage", "replay"}  # fmt: skip
 
 # Keys Ray Tune adds to every reported result: not metrics of ours.
 RAY_KEYS = {
@@ -49,10 +50,24 @@ HELDOUT_FILE = "heldout.json"
 JUDGMENTS_FILE = "judgments.json"  # judges added after the trial (python -m ablate.judge)
 
 
+STAGES_RECORD = "stages.json"  # a staged sweep (ablate.stages): one Ray Tune experiment per stage below it
+
+
+def stage_names(sweep_dir: Path) -> list[str] | None:
+    """The stages of a staged sweep directory, in order (from its ``stages.json``); None for a plain sweep."""
+    try:
+        stages = json.loads((sweep_dir / STAGES_RECORD).read_text())["stages"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [str(s) for s in stages] if isinstance(stages, list) else None
+
+
 def is_sweep_dir(path: Path) -> bool:
-    """A folder with at least one trial directory (or Ray's experiment state)."""
+    """A folder with at least one trial directory (or Ray's experiment state), or a staged sweep."""
     if not path.is_dir():
         return False
+    if stage_names(path) is not None:
+        return True
     return any(path.glob("experiment_state-*.json")) or any(
         (d / "params.json").is_file() for d in path.iterdir() if d.is_dir()
     )
@@ -250,7 +265,16 @@ def _failures(error_file: Path, ray_info: dict) -> int:
 
 def load_sweep(sweep_dir: Path) -> list[dict]:
     """Rows of every trial of one sweep: its trial directories, and the trials Ray knows of that
-    have no directory (never started)."""
+    have no directory (never started). A staged sweep's rows are those of its stages, each with
+    ``stage``, ``stage_index`` and ``sweep`` = ``<sweep>/<stage>``."""
+    stages = stage_names(sweep_dir)
+    if stages is not None:
+        return [
+            {**row, "sweep": f"{sweep_dir.name}/{stage}", "stage": stage, "stage_index": i}
+            for i, stage in enumerate(stages)
+            if is_sweep_dir(sweep_dir / stage)
+            for row in load_sweep(sweep_dir / stage)
+        ]
     state = experiment_state(sweep_dir)
     rows = []
     seen = set()

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import fetch, judged, plots, stats, tables, writers
+from analysis import fetch, judged, plots, staged, stats, tables, writers
 from analysis.load import find_sweeps, load_trials
 
 EXIT_BAD_INPUT = 2
@@ -72,14 +72,16 @@ def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: s
     out_dir.mkdir(parents=True, exist_ok=True)
     df, judge_notes = judged.add_sweep_lc(df)
     notes = list(notes or []) + judge_notes
-    results = stats.analyze(df, metric, mode)
-    table_list = tables.build_tables(results, spread, df, metric)
+    analysed, stage_notes = staged.final_stage(df)  # a staged sweep: its final stage; else every trial
+    results = stats.analyze(analysed, metric, mode)
+    table_list = tables.build_tables(results, spread, analysed, metric)
+    table_list += [t for t in [staged.tuning_path_table(df, spread)] if t is not None]
     for t in table_list:
         writers.write_table(t, out_dir)
     figures = plots.build_figures(results, out_dir, spread)
     df.drop(columns=["history"], errors="ignore").to_csv(out_dir / "trials.csv", index=False)
     empty = sorted(set(df["sweep"]) - set(stats.finished(df)["sweep"]))
-    all_notes = list(notes or []) + results.notes
+    all_notes = list(notes or []) + stage_notes + results.notes
     if empty:
         all_notes.append(f"No trial of sweep(s) {', '.join(empty)} finished; they add nothing to the tables.")
     direction = "highest" if mode == "max" else "lowest"
@@ -120,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
               "Check the trials' error.txt, or finish the sweep with `python -m ablate.run SWEEP.yaml --resume`.",
               file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
-    metric, mode, notes = choose_metric(df, args.metric, args.mode)
-    available = sorted(c for c in stats.metric_columns(finished) if finished[c].notna().any())
+    analysed = staged.final_stage(df)[0]  # what the tables are drawn from
+    metric, mode, notes = choose_metric(analysed, args.metric, args.mode)
+    done = stats.finished(analysed)
+    available = sorted(c for c in stats.metric_columns(done) if done[c].notna().any())
     if metric not in available:
         print(f"error: --metric {metric}: no finished trial reported it. Choose one of: {', '.join(available)}.",
               file=sys.stderr)  # fmt: skip
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.judgments or args.export:
         from analysis import alpaca
 
-        best = stats.best_settings(stats.seed_summary(df), metric, mode)
+        best = stats.best_settings(stats.seed_summary(analysed), metric, mode)  # a staged sweep: its final stage
         for judgments in args.judgments:
             try:
                 df, more = alpaca.add_judgments(df, best, Path(judgments))

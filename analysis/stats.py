@@ -38,7 +38,7 @@ def finished(df: pd.DataFrame) -> pd.DataFrame:
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """Numeric result columns (everything the trials reported at the end)."""
-    skip = {"seed", "failures", "last_step", "length_bias"}
+    skip = {"seed", "failures", "last_step", "length_bias", "stage_index"}
     return [
         c
         for c in df.columns
@@ -121,6 +121,15 @@ def best_settings(summary: pd.DataFrame, metric: str, mode: str = "max") -> pd.D
     col = f"{metric}_mean"
     if summary.empty or col not in summary.columns:
         return summary.iloc[0:0]
+    return order_methods(rank_settings(summary, metric, mode).groupby("label", sort=False).head(1))
+
+
+def rank_settings(summary: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
+    """Every eligible setting, grouped by label, best first by ``SELECTION_RULE`` (a staged sweep
+    carries the first k of each label to its next stage, ``ablate.stages``)."""
+    col = f"{metric}_mean"
+    if summary.empty or col not in summary.columns:
+        return summary.iloc[0:0]
     ok = summary[summary[col].notna()].copy()
     sign = -1.0 if mode == "max" else 1.0
     ok["_key"] = sign * ok[col]
@@ -128,8 +137,7 @@ def best_settings(summary: pd.DataFrame, metric: str, mode: str = "max") -> pd.D
     ok["_seeds"] = -ok["seeds"]
     ok["_order"] = range(len(ok))
     ok = ok.sort_values(["label", "_key", "_std", "_seeds", "_order"], kind="stable")
-    best = ok.groupby("label", sort=False).head(1).drop(columns=["_key", "_std", "_seeds", "_order"])
-    return order_methods(best)
+    return ok.drop(columns=["_key", "_std", "_seeds", "_order"])
 
 
 def order_methods(frame: pd.DataFrame) -> pd.DataFrame:

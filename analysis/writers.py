@@ -20,6 +20,7 @@ SECTIONS = [
     ("The paper's findings", ["findings"], []),
     ("Length bias of the labels", ["length_bias"], []),
     ("Main comparison", ["main"], []),
+    ("Tuning path", ["tuning_path"], []),
     ("Judges", ["judges"], ["lc-length"]),
     ("Ablation", ["ablation"], []),
     ("Hyperparameter sensitivity", ["sensitivity", "importance"], ["gamma", "sensitivity-"]),

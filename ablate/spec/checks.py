@@ -36,8 +36,10 @@ def check_semantics(path: Path, spec: SweepSpec) -> SweepSpec:
                 raise SpecError(
                     format_validation(path, e, ("methods", i, "training"), keys_at=("training",))
                 ) from None
-        _check_spaces(path, spec, i, entry)
-    _check_search(path, spec)
+        if not spec.stages:  # a staged sweep's spaces are checked per stage (ablate.spec.stages)
+            _check_spaces(path, spec, i, entry)
+    if not spec.stages:
+        _check_search(path, spec)
     _check_judges(path, spec)
     _check_metrics(path, spec)
     spec = check_deepspeed(path, spec)

@@ -74,10 +74,13 @@ def _allowed_keys(loc: tuple) -> list[str]:
     for part in loc:
         if isinstance(part, int):
             continue
-        annotation = model.model_fields[part].annotation
+        fields = {f.alias or n: f for n, f in model.model_fields.items()}  # a stage's `from` is an alias
+        if part not in fields:
+            return []
+        annotation = fields[part].annotation
         args = getattr(annotation, "__args__", ())
         candidates = [annotation, *args, *(getattr(a, "__args__", ()) for a in args)]
         model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
         if model is None:
             return []
-    return list(model.model_fields)
+    return [f.alias or n for n, f in model.model_fields.items()]

@@ -80,6 +80,9 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
                                 "method": entry.method,
                                 "hparams": full_hp,
                                 "setting": setting,
+                                # The sweep file's values that `setting` names (a staged sweep
+                                # carries a stage's winners on with them; ablate.spec.stages).
+                                "point": {"hparams": hp, "training": tr},
                                 "reference": entry.reference
                                 if losses.needs_reference(entry.method)
                                 else None,

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from ablate.spec import stages
 from ablate.spec.checks import check_semantics
 from ablate.spec.errors import SpecError, format_validation
 from ablate.spec.schema import SweepSpec
@@ -33,6 +34,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as e:
         raise SpecError(format_validation(path, e)) from None
-    return check_semantics(path, spec)
+    spec = check_semantics(path, spec)
+    return stages.check(path, spec) if spec.stages else spec
 
 

@@ -426,6 +426,66 @@ class MethodEntry(_Strict):
         return label
 
 
+class StageFrom(_Strict):
+    """Where a stage's fixed values come from: an earlier stage's best settings of each method entry."""
+
+    stage: str | None = Field(None, description="The earlier stage to take winners from (default: the previous one).")
+    top_k: int = Field(
+        1, ge=1, description="How many of each method entry's best settings carry over (1: `from: best`)."
+    )
+
+
+class Stage(_Strict):
+    """One stage of a staged sweep (``stages:``): what it searches, where the rest comes from, and its
+    own search settings (each defaults to the sweep's). ``ablate.spec.stages`` turns it into a sweep."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", description="The stage's folder under <storage>/<sweep>/; unique."
+    )
+    params: list[str] = Field(
+        default_factory=list,
+        description="What this stage searches: hyperparameter or training names (beta, learning_rate), "
+        "`hparams` (every hyperparameter given as a grid or space) or `training` (every training override "
+        "given as one). Other grids and spaces are held at the winner of `from`, else at their default.",
+    )
+    from_: StageFrom | None = Field(
+        None,
+        alias="from",
+        description="`best`, `{top_k: 3}` or `{stage: NAME, top_k: 1}`: each method entry's best "
+        "setting(s) of an earlier stage by that stage's metric (seed mean); none on the first stage.",
+    )
+    training: dict[str, Value] = Field(
+        default_factory=dict,
+        description="Training values or spaces for every method entry in this stage, e.g. "
+        "{learning_rate: {grid: [...]}}; an entry's own training value wins.",
+    )
+    seeds: list[int] | None = Field(None, min_length=1, description="Default: the sweep's `seeds`.")
+    search: Literal["grid", "random", "optuna"] | None = Field(None, description="Default: the sweep's.")
+    num_samples: int | None = Field(None, ge=1, description="random / optuna: trials per method entry.")
+    search_seed: int | None = None
+    scheduler: SchedulerConfig | None = None
+    metric: str | None = Field(None, description="Selects this stage's winners (default: the sweep's).")
+    mode: Literal["max", "min"] | None = None
+    max_concurrent: int | None = Field(None, ge=1)
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _from_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v != "best":
+                raise ValueError(
+                    f"{v!r} is not a stage reference; write `from: best`, `from: {{top_k: 3}}` or "
+                    "`from: {stage: NAME}`"
+                )
+            return {}
+        return v
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler_shorthand(cls, v: Any) -> Any:
+        return {"type": v} if isinstance(v, str) else v
+
+
 class SweepSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     storage: str = Field("results", description="Local path or URI (s3://, gs://) where results go.")
@@ -468,6 +528,11 @@ class SweepSpec(_Strict):
         "data loaded once per worker). false: a fresh process per trial (~4 s more per trial), so nothing "
         "carries over and Ray cannot move a waiting trial onto another node's free worker.",
     )
+    stages: list[Stage] = Field(
+        default_factory=list,
+        description="A staged sweep: stages run in order, each its own Ray Tune experiment under "
+        "<storage>/<name>/<stage>/, later ones starting from earlier ones' winners (`from`).",
+    )
 
     @field_validator("scheduler", mode="before")
     @classmethod
@@ -495,6 +560,10 @@ def json_schema() -> str:
     scheduler = schema["properties"]["scheduler"]
     ref = scheduler.pop("$ref", None)
     scheduler["anyOf"] = [{"$ref": ref} if ref else scheduler.pop("allOf")[0], {"enum": ["none", "asha"]}]
+    # A stage's `from: best` is short for `from: {top_k: 1}`; its `scheduler` takes the shorthand too.
+    stage = schema["$defs"]["Stage"]["properties"]
+    stage["from"]["anyOf"].append({"const": "best"})
+    stage["scheduler"]["anyOf"].append({"enum": ["none", "asha"]})
     # `data.source: {train: FILE, eval: FILE}` is accepted as short for source + eval_source.
     source = schema["$defs"]["DataConfig"]["properties"]["source"]
     pair = {"type": "object", "properties": {"train": {"type": "string"}, "eval": {"type": "string"}},
