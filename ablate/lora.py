@@ -50,7 +50,8 @@ def attach(model: torch.nn.Module, cfg: LoraConfig, base_model: str | None = Non
     for p in adapter_parameters(model):
         p.data = p.data.float()  # float32 whatever the frozen weights' dtype
         p.requires_grad_(True)
-    if getattr(model, "is_gradient_checkpointing", False):
+    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5: the new name
+    if checkpointing or (checkpointing is None and getattr(model, "is_gradient_checkpointing", False)):
         # Checkpointed blocks get gradients only if their input needs one; the embeddings are frozen.
         model.enable_input_require_grads()
     return model.train()

@@ -182,7 +182,7 @@ def estimate(shape: ModelShape, s: Setup) -> Estimate:
     phases = {"training": train, "evaluation": evaluation}
     if s.reference == "precomputed":  # the sweep's first trial: the start point loaded beside the policy
         ref_model = c * P / (w if stage == 3 else 1)
-        phases["reference precomputation"] = weights + ref_model + forward_only(
+        phases["precompute"] = weights + ref_model + forward_only(
             shape, s.eval_batch_size, s.max_length, c
         )
     return Estimate(parts, phases, trained)
@@ -241,7 +241,7 @@ class EntryMemory:
     label: str
     estimate: Estimate | None  # None: the model's shape is unknown offline
     lora: LoraConfig | None
-    settings: int  # settings estimated (the largest is shown)
+    settings: int  # settings with different estimates (the largest is shown)
     gpus: float  # GPUs a worker reserves (resources.gpus or gpus_per_worker)
     workers: int
     zero_stage: int | None
@@ -277,16 +277,18 @@ def sweep_memory(spec: SweepSpec) -> list[EntryMemory]:
         points = [(tr, LoraConfig.model_validate(lo) if lo is not None else None)
                   for tr in grid_points(entry.training) for lo in (grid_points(lora) if lora else [None])]  # fmt: skip
         best: tuple[Estimate | None, LoraConfig | None] = (None, points[0][1])
+        peaks = set()
         for tr, lo in points if shape is not None else []:
             training = TrainingConfig.model_validate({**spec.training.model_dump(), **tr})
             e = estimate(shape, Setup(
                 training.batch_size, spec.data.max_length, spec.evaluation.batch_size, compute_bytes(spec),
                 spec.model.gradient_checkpointing, lo, _reference(entry), workers, stage, offload,
             ))  # fmt: skip
+            peaks.add(round(e.peak))
             if best[0] is None or e.peak > best[0].peak:
                 best = (e, lo)
         label = entry.label if entry.name or lora is None else f"{entry.label} (LoRA)"
-        out.append(EntryMemory(i, label, best[0], best[1], len(points), gpus, workers, stage))
+        out.append(EntryMemory(i, label, best[0], best[1], len(peaks), gpus, workers, stage))
     return out
 
 
@@ -356,8 +358,8 @@ def lines(entries: list[EntryMemory], spec: SweepSpec, gpu_memory: float | None,
     dtype = "bf16/fp16" if compute_bytes(spec) == 2 else "float32"
     head = f"memory plan: estimated peak per worker ({dtype} compute"
     out = [head + (f"; GPU memory {gb(gpu_memory)} from {source})" if gpu_memory else "; no GPU memory given: --gpu-memory 80GB or --cluster cluster.yaml)")]
-    out.append(f"{'#':>3}  {'label':<22} {'fine-tuning':<12} {'ZeRO':<6} {'peak':>9} {'weights':>9} "
-               f"{'grads':>9} {'optim.':>9} {'activ.':>9} {'ref.':>9} {'trainable':>11}  per GPU")  # fmt: skip
+    out.append(f"{'#':>3}  {'label':<22} {'fine-tuning':<12} {'ZeRO':<6} {'peak':>9} {'peak in':<10} {'weights':>9} "
+               f"{'grads':>9} {'optim.':>9} {'activ.':>9} {'ref.':>9} {'trainable':>15}  per GPU")  # fmt: skip
     for e in entries:
         zero = "-" if e.zero_stage is None else f"{e.zero_stage}x{e.workers}"
         if e.estimate is None:
@@ -369,10 +371,11 @@ def lines(entries: list[EntryMemory], spec: SweepSpec, gpu_memory: float | None,
         if gpu_memory and misfit(e, gpu_memory):
             fits += " (does not fit)"
         more = f"  (largest of {e.settings} settings)" if e.settings > 1 else ""
+        phase = max(e.estimate.phases, key=e.estimate.phases.get)
         out.append(
-            f"{e.position:>3}  {e.label:<22} {e.fine_tuning:<12} {zero:<6} {gb(e.estimate.peak):>9} "
+            f"{e.position:>3}  {e.label:<22} {e.fine_tuning:<12} {zero:<6} {gb(e.estimate.peak):>9} {phase:<10} "
             f"{gb(p['weights']):>9} {gb(p['gradients']):>9} {gb(p['optimizer']):>9} {gb(p['activations']):>9} "
-            f"{gb(p['reference']):>9} {e.estimate.trainable:>11,}  {fits}{more}"
+            f"{gb(p['reference']):>9} {e.estimate.trainable:>15,}  {fits}{more}"
         )
     if trial_hours is not None:
         gpus = (spec.resources.workers * spec.resources.gpus_per_worker if spec.uses_deepspeed

@@ -205,6 +205,7 @@ class FaultHook:
     """The ``ABLATE_FAULT`` testing hook (``ablate.faults``) of this attempt of the trial."""
 
     def __init__(self, index: int, start_step: int) -> None:
+        self.index = index
         self.injected = faults.for_trial(index, start_step)
         self.poison: list[float] = []
 
@@ -213,7 +214,7 @@ class FaultHook:
         if kind in ("nan", "inf"):
             self.poison.append(float(kind))
         elif kind:
-            faults.fire(kind, step)
+            faults.fire(kind, step, self.index)
 
     def poisoned(self, loss_fn):
         def loss_with_fault(batch: dict):
