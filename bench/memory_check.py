@@ -28,14 +28,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = "RESULT "
-VOCAB = 32000
-SHAPES = {  # two model sizes: ~9M and ~23M parameters (most of them in the untied embeddings and head)
+VOCAB = 8000
+SHAPES = {  # two model sizes: ~3M and ~11M parameters (about half of them in the untied embeddings and head)
     "small": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 4},
     "medium": {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 8, "num_attention_heads": 4},
 }
 METHODS = {"SimPO": ("simpo", None), "DPO": ("dpo", "online")}
 LORA = {"r": 16, "alpha": 32.0, "dropout": 0.0, "target_modules": "all-linear"}
-DATA = {"max_length": 64, "max_prompt_length": 4, "pairs": 24}
+DATA = {"max_length": 64, "max_prompt_length": 4, "pairs": 20}  # 18 training pairs: steps of 8, 8, 2
 BATCH = 8
 ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
 
@@ -109,8 +109,8 @@ def measure_all(cases: list[tuple[str, str, bool]], work: Path) -> list[dict]:
     import psutil
     import torch
 
+    from ablate import models, trial_config, worker_cache
     from ablate import spec as spec_mod
-    from ablate import worker_cache
     from ablate.trial import peak_memory_mb, reset_peak_memory, run_trial
 
     torch.set_num_threads(1)
@@ -119,9 +119,10 @@ def measure_all(cases: list[tuple[str, str, bool]], work: Path) -> list[dict]:
         sw = sweep(work, size, method, lora)
         trial = {**spec_mod.expand(spec_mod.SweepSpec.model_validate(sw))[0],
                  "start": {"path": sw["model"]["name_or_path"], "baseline": None}}  # fmt: skip
-        if size not in warmed:  # the worker's pristine start point, tokenized data and lazy set-ups first
+        if size not in warmed:  # the worker's pristine start point and tokenized data first
             worker_cache.start_point_model(trial["start"]["path"], torch.device("cpu"), trainable=False)
-            run_trial(trial, lambda _: None)
+            cfg = trial_config.parse(trial)
+            worker_cache.tokenized_splits(cfg, models.load_tokenizer(cfg.start.path))
             warmed.add(size)
         before = psutil.Process().memory_info().rss / 2**20
         reset_peak_memory(torch.device("cpu"))
