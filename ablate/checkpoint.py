@@ -57,6 +57,15 @@ def load(directory: str | Path) -> dict:
     return state
 
 
+def restore_model(model: torch.nn.Module, weights: dict, adapter_only: bool = False) -> None:
+    """Load a checkpoint's ``model`` weights: all of them, or (``adapter_only``) a LoRA policy's adapter
+    into a model with a fresh one."""
+    if adapter_only:
+        lora.load_trainable_state(model, weights)
+    else:
+        model.load_state_dict(weights)
+
+
 def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])

@@ -120,16 +120,3 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
     if missing:
         raise ValueError(f"the checkpoint lacks adapter weights {missing[:3]}...; it is not this trial's")
     model.load_state_dict(state, strict=False)
-
-
-def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
-    """Trainable and total parameters (under ZeRO-3 each parameter's full size, not this worker's shard)."""
-
-    def numel(p: torch.nn.Parameter) -> int:
-        return int(getattr(p, "ds_numel", p.numel()))
-
-    params = list(model.parameters())
-    return {
-        "trainable_params": sum(numel(p) for p in params if p.requires_grad),
-        "total_params": sum(numel(p) for p in params),
-    }

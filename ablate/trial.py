@@ -20,17 +20,7 @@ from pathlib import Path
 import torch
 
 from ablate import checkpoint as ckpt_mod
-from ablate import (
-    evaluate,
-    faults,
-    lora,
-    models,
-    preference,
-    reference,
-    shared_prompt,
-    trial_config,
-    worker_cache,
-)
+from ablate import evaluate, faults, models, preference, reference, shared_prompt, trial_config, worker_cache
 from ablate.backends import Backend, StepperSetup
 from ablate.backends.single import SingleProcess
 from ablate.train import Diverged, Hooks, Stepper, TrainSettings, total_steps, train
@@ -65,7 +55,7 @@ def run_trial(
     seed_everything(cfg.seed)
     tokenizer = models.load_tokenizer(cfg.start.path, cfg.model.trust_remote_code)
     policy = backend.load_policy(cfg)
-    params = lora.parameter_counts(policy)  # trainable: the adapter of a LoRA policy
+    params = models.parameter_counts(policy)  # trainable: the adapter of a LoRA policy
     splits = worker_cache.tokenized_splits(cfg, tokenizer)
     clock.train_start = time.perf_counter()
     ref = reference.prepare(cfg, backend, splits.train, tokenizer.pad_token_id)
@@ -132,10 +122,7 @@ class Prior:
         from a checkpoint's ``state``."""
         if state is None:
             return cls()
-        if adapter_only:
-            lora.load_trainable_state(policy, state["model"])
-        else:
-            policy.load_state_dict(state["model"])
+        ckpt_mod.restore_model(policy, state["model"], adapter_only)
         ckpt_mod.restore_rng(state)
         train_state = {"optimizer": state["optimizer"], "scheduler": state["scheduler"]}
         return cls(state["step"], state["runtime_s"], train_state, dict(state["last_metrics"]))
