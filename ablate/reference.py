@@ -57,7 +57,9 @@ class Reference:
     train: PairLogps | None = None
     adapter_off: bool = False  # online, as the LoRA policy with its adapter switched off
 
-    def online(self, policy: torch.nn.Module) -> tuple[torch.nn.Module | None, Callable[[], contextlib.AbstractContextManager]]:
+    def online(
+        self, policy: torch.nn.Module
+    ) -> tuple[torch.nn.Module | None, Callable[[], contextlib.AbstractContextManager]]:
         """The model an online reference runs on, given the policy as the stepper holds it, and the
         context it runs in (the adapter switched off for a LoRA policy)."""
         if self.adapter_off:
