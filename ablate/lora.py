@@ -62,7 +62,9 @@ def adapter_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def has_adapter(model: torch.nn.Module) -> bool:
-    return any(True for _ in _tuner_layers(model))
+    """Whether ``attach`` gave the model an adapter (peft records its config on the model); cheap, so a
+    full fine-tuning trial never imports peft."""
+    return ADAPTER in (getattr(model, "peft_config", None) or {})
 
 
 def _tuner_layers(model: torch.nn.Module) -> Iterator[torch.nn.Module]:

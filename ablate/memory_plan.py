@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate import losses, models, synthetic
-from ablate.spec.expand import grid_points, lora_values
+from ablate.spec.expand import entry_label, grid_points, lora_values
 from ablate.spec.schema import LoraConfig, MethodEntry, SweepSpec, TrainingConfig
 
 GB = 2**30  # as GPU memory is quoted (an "80GB" H100 has 80 GiB)
@@ -287,7 +287,7 @@ def sweep_memory(spec: SweepSpec) -> list[EntryMemory]:
             peaks.add(round(e.peak))
             if best[0] is None or e.peak > best[0].peak:
                 best = (e, lo)
-        label = entry.label if entry.name or lora is None else f"{entry.label} (LoRA)"
+        label = entry_label(entry, lora)
         out.append(EntryMemory(i, label, best[0], best[1], len(peaks), gpus, workers, stage))
     return out
 

@@ -177,3 +177,20 @@ def test_bad_lora_fields_name_the_field(tmp_path, body, needles):
 
 def test_small_lora_settings_are_valid():
     spec_mod.SweepSpec.model_validate({**SMALL, "model": {"lora": LORA}})
+
+
+def test_ready_lora_sweep(capsys):
+    """sweeps/lora.yaml: SimPO and DPO, each full and as LoRA adapters of two ranks, two seeds."""
+    from ablate.run import main as run_main
+    from tests.conftest import REPO
+
+    path = REPO / "sweeps" / "lora.yaml"
+    spec = spec_mod.load_sweep(path)
+    trials = spec_mod.expand(spec)
+    assert len(trials) == 12 and spec.seeds == [0, 1]
+    kinds = {(t["method"], t["lora"] and t["lora"]["r"]) for t in trials}
+    assert kinds == {("simpo", None), ("simpo", 4), ("simpo", 16), ("dpo", None), ("dpo", 4), ("dpo", 16)}
+    assert all(t["reference"] == "online" for t in trials if t["method"] == "dpo")
+    assert run_main([str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "DPO (LoRA)" in out and "LoRA r=16" in out and out.strip().splitlines()[-1] == "12 trials"
