@@ -35,15 +35,15 @@ def test_shape_counts_the_parameters_peft_and_transformers_make():
 
 @pytest.mark.slow
 def test_estimate_is_within_30_percent_of_measured_peaks():
-    # Both sizes, SimPO and DPO (online reference), full and LoRA: see bench/memory_check.py for what is
-    # measured. The full table (all 8 combinations) is in docs/memory.md.
-    cases = [("small", "SimPO", False), ("small", "DPO", True), ("medium", "DPO", False), ("medium", "SimPO", True)]
+    # Both sizes, SimPO and DPO (online reference: a second model, or the adapter switched off), full and
+    # LoRA, in three trials (bench/memory_check.py says what is measured); all 8 combinations are in
+    # docs/memory.md (python -m bench.memory_check).
+    cases = [("small", "SimPO", False), ("small", "DPO", False), ("medium", "DPO", True)]
     rows = memory_check.run(cases)
     print(memory_check.table(rows))
     for r in rows:
         assert 0.7 <= r["ratio"] <= 1.3, r
-    full, adapter = rows[2], rows[3]
-    assert adapter["trainable_params"] < full["trainable_params"] / 10
+    assert rows[2]["trainable_params"] < rows[0]["trainable_params"] / 4  # the adapter
 
 
 def big_model_sweep(tmp_path, **extra) -> str:
