@@ -137,7 +137,7 @@ def test_lora_rank_grid_and_full_entries_expand(tmp_path):
         "methods": [{"method": "simpo"}, {"method": "dpo", "lora": False}, {"method": "dpo", "lora": {"r": 4}}],
     })  # fmt: skip
     trials = spec_mod.expand(spec)
-    got = [(t["label"], t["setting"], t["lora"] and t["lora"]["r"]) for t in trials]
+    got = [(t["label"], t["setting"], t.get("lora") and t["lora"]["r"]) for t in trials]
     assert got == [
         ("SimPO (LoRA)", "lora.r=8,lora.alpha=16.0", 8), ("SimPO (LoRA)", "lora.r=16,lora.alpha=16.0", 16),
         ("SimPO (LoRA)", "lora.r=64,lora.alpha=16.0", 64), ("DPO", "default", None),
@@ -188,7 +188,7 @@ def test_ready_lora_sweep(capsys):
     spec = spec_mod.load_sweep(path)
     trials = spec_mod.expand(spec)
     assert len(trials) == 12 and spec.seeds == [0, 1]
-    kinds = {(t["method"], t["lora"] and t["lora"]["r"]) for t in trials}
+    kinds = {(t["method"], t.get("lora") and t["lora"]["r"]) for t in trials}
     assert kinds == {("simpo", None), ("simpo", 4), ("simpo", 16), ("dpo", None), ("dpo", 4), ("dpo", 16)}
     assert all(t["reference"] == "online" for t in trials if t["method"] == "dpo")
     assert run_main([str(path), "--dry-run"]) == 0

@@ -119,7 +119,9 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
                             "setting": setting,
                             "reference": entry.reference if losses.needs_reference(entry.method) else None,
                             "training": {**spec.training.model_dump(), **tr},
-                            "lora": lo,
+                            # only with LoRA: a full fine-tuning trial's config (and its config_key in
+                            # the report) stays what it was before adapters existed
+                            **({"lora": lo} if lo is not None else {}),
                             "seed": seed,
                             "index": len(trials),
                         }
