@@ -10,7 +10,11 @@ separated by ``;``. ``index`` is the trial's index in the expanded sweep (``--dr
 - ``kill``: the trial's worker process sends itself SIGKILL (as the OOM killer would);
 - ``hang``: the trial blocks before that step until its process is killed (as a deadlocked
   collective would); tests use it to hold a sweep mid-trial for as long as they need, instead of
-  racing a trial to its end.
+  racing a trial to its end;
+- ``rendezvous``: the trial waits before that step until every trial given a ``rendezvous`` fault
+  has reached its step too (each leaves a file in the folder ``$ABLATE_RENDEZVOUS``), or raises
+  ``InjectedFault`` after ``RENDEZVOUS_TIMEOUT_S``: a test that they all run at the same time,
+  which fails, instead of hanging, when the scheduler does not run them together.
 
 In a staged sweep (``stages:``) every stage numbers its trials from 0 (its ``--dry-run`` table
 shows them): add ``stage=<name>`` to target one stage, e.g.
@@ -27,10 +31,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 ENV = "ABLATE_FAULT"
-KINDS = ("raise", "nan", "inf", "kill", "hang")
+RENDEZVOUS_ENV = "ABLATE_RENDEZVOUS"
+RENDEZVOUS_TIMEOUT_S = 300.0
+KINDS = ("raise", "nan", "inf", "kill", "hang", "rendezvous")
 
 
 class InjectedFault(RuntimeError):
@@ -77,11 +85,28 @@ def for_trial(index: int, start_step: int, environ=os.environ, stage: str | None
     }
 
 
-def fire(kind: str, step: int) -> None:
+def fire(kind: str, step: int, index: int = -1, environ=os.environ) -> None:
     """The faults that act outside the loss (``nan``/``inf`` are applied by the trial's loss)."""
+    if kind == "rendezvous":
+        rendezvous(index, environ)
     if kind == "raise":
         raise InjectedFault(f"injected fault at step {step}")
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if kind == "hang":
         threading.Event().wait()  # never set: blocks until the process is killed
+
+
+def rendezvous(index: int, environ=os.environ) -> None:
+    """Arrive (a file named after the trial's index), then wait until all the trials given a rendezvous
+    fault have arrived; a condition polled every 50 ms, with a deadline that turns a never-met condition
+    into an error."""
+    folder = Path(environ[RENDEZVOUS_ENV])
+    expected = {str(f.index) for f in parse(environ.get(ENV, "")) if f.kind == "rendezvous"}
+    (folder / str(index)).touch()
+    deadline = time.monotonic() + RENDEZVOUS_TIMEOUT_S
+    while not expected <= {p.name for p in folder.iterdir()}:
+        if time.monotonic() > deadline:
+            arrived = sorted(p.name for p in folder.iterdir())
+            raise InjectedFault(f"rendezvous: trials {arrived} of {sorted(expected)} arrived in time")
+        threading.Event().wait(0.05)

@@ -15,7 +15,7 @@ PERIODIC_EVAL = ("reward_accuracy", "reward_margin")
 FINAL = (
     "reward_accuracy", "reward_margin", "chosen_avg_logp", "rejected_avg_logp", "length_logp_spearman",
     "reward_likelihood_agreement", "train_loss", "runtime_s", "steps", "tokens_per_s", "peak_memory_mb",
-    "trial_s",
+    "trial_s", "trainable_params", "total_params",
 )  # fmt: skip
 
 # Also once at the end, but only with ``evaluation.generate`` (oracle ones: only on the built-in task).

@@ -149,6 +149,20 @@ def prepare(model: torch.nn.Module, trainable: bool, gradient_checkpointing: boo
     return model
 
 
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Trainable and total parameters (under ZeRO-3 each parameter's full size, not this worker's shard);
+    a LoRA policy trains only its adapter."""
+
+    def numel(p: torch.nn.Parameter) -> int:
+        return int(getattr(p, "ds_numel", p.numel()))
+
+    params = list(model.parameters())
+    return {
+        "trainable_params": sum(numel(p) for p in params if p.requires_grad),
+        "total_params": sum(numel(p) for p in params),
+    }
+
+
 def model_exists(name_or_path: str) -> bool:
     """A cheap check before launching: a local path must hold a config.json; hub ids are not checked offline."""
     p = Path(name_or_path).expanduser()

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ablate import memory_plan
 from ablate import spec as spec_mod
+from ablate.memory_plan import EntryMemory
 from ablate.spec import SearchEntry, SweepSpec
 
 
@@ -38,6 +40,7 @@ class SweepPlan:
     # searcher adds it to the configs it draws.
     trial_extra: dict = field(default_factory=dict)
     source_file: str | None = None  # the sweep file, for the trackers' sweep-level run (``ablate.tracking``)
+    memory: list[EntryMemory] = field(default_factory=list)  # per method entry (ablate.memory_plan)
 
     @property
     def name(self) -> str:
@@ -88,6 +91,7 @@ def build(spec: SweepSpec) -> SweepPlan:
         metric, mode = spec_mod.scheduler_metric(spec)
         s = spec.scheduler
         scheduler = SchedulerPlan(metric, mode, s.grace_period, s.reduction_factor)
+    memory = memory_plan.sweep_memory(spec)
     if spec.search == "grid":
-        return SweepPlan(spec, trials=spec_mod.expand(spec), scheduler=scheduler)
-    return SweepPlan(spec, search=spec_mod.search_plan(spec), scheduler=scheduler)
+        return SweepPlan(spec, trials=spec_mod.expand(spec), scheduler=scheduler, memory=memory)
+    return SweepPlan(spec, search=spec_mod.search_plan(spec), scheduler=scheduler, memory=memory)

@@ -5,6 +5,7 @@ in the same order."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -54,9 +55,11 @@ def loss_function(
     hparams: dict,
     ref_model: torch.nn.Module | None = None,
     ref_logps: PairLogps | None = None,
+    ref_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> LossFn:
     """The mean per-pair loss of ``method`` on a batch, with the reference log-probs from
-    ``ref_model`` (online) or looked up in ``ref_logps`` (precomputed) when the method needs them."""
+    ``ref_model`` (online, run inside ``ref_context()``: a LoRA policy's adapter switched off) or looked
+    up in ``ref_logps`` (precomputed) when the method needs them."""
 
     def loss_fn(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         logps_of = shared_prompt.pair_logps if "segments" in batch else sequence_logps
@@ -64,7 +67,7 @@ def loss_function(
         b = logps.shape[0] // 2
         ref_w = ref_l = None
         if ref_model is not None:
-            with torch.no_grad():
+            with torch.no_grad(), ref_context():
                 ref, _ = logps_of(ref_model, batch)
             ref_w, ref_l = ref[:b], ref[b:]
         elif ref_logps is not None:

@@ -1,15 +1,20 @@
 """The reference model's log-probs (DPO-family methods): online, from a frozen copy of the start point
 that runs every step, or precomputed once per data split and cached on disk for the sweep's other
-trials, single-process and multi-worker alike. Reference-free methods (SimPO, ...) load nothing."""
+trials, single-process and multi-worker alike. Reference-free methods (SimPO, ...) load nothing.
+
+A LoRA policy's online reference is the policy itself with its adapter switched off
+(``ablate.lora.adapter_off``): the frozen start point, with no second model in memory."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ablate import progress
+from ablate import lora, progress
 from ablate.backends import Backend
 from ablate.cache import atomic_torch_save, cache_key
 from ablate.data import TokenizedPair
@@ -51,9 +56,24 @@ class Reference:
     pad_id: int
     model: torch.nn.Module | None = None
     train: PairLogps | None = None
+    adapter_off: bool = False  # online, as the LoRA policy with its adapter switched off
 
-    def held_out(self, pairs: list[TokenizedPair]) -> PairLogps | None:
-        """The reference log-probs of the held-out pairs (None for a reference-free method)."""
+    def online(
+        self, policy: torch.nn.Module
+    ) -> tuple[torch.nn.Module | None, Callable[[], contextlib.AbstractContextManager]]:
+        """The model an online reference runs on, given the policy as the stepper holds it, and the
+        context it runs in (the adapter switched off for a LoRA policy)."""
+        if self.adapter_off:
+            return policy, lambda: lora.adapter_off(policy)
+        return self.model, contextlib.nullcontext
+
+    def held_out(self, pairs: list[TokenizedPair], policy: torch.nn.Module | None = None) -> PairLogps | None:
+        """The reference log-probs of the held-out pairs (None for a reference-free method); ``policy``:
+        the trained policy, whose switched-off adapter is a LoRA trial's online reference."""
+        if self.adapter_off:
+            assert policy is not None, "a LoRA policy's online reference is the policy without its adapter"
+            with lora.adapter_off(policy):
+                return self.backend.pair_logps(policy, pairs, self.cfg.evaluation.batch_size, self.pad_id)
         if self.model is not None:
             return self.backend.pair_logps(self.model, pairs, self.cfg.evaluation.batch_size, self.pad_id)
         if self.cfg.reference == "precomputed":
@@ -62,6 +82,8 @@ class Reference:
 
 
 def prepare(cfg: TrialConfig, backend: Backend, train_pairs: list[TokenizedPair], pad_id: int) -> Reference:
+    if cfg.reference == "online" and cfg.lora is not None:
+        return Reference(cfg, backend, pad_id, adapter_off=True)
     if cfg.reference == "online":
         return Reference(cfg, backend, pad_id, model=backend.load_reference(cfg))
     if cfg.reference == "precomputed":

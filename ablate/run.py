@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from ablate import memory_plan
 from ablate import plan as plan_mod
 from ablate import spec as spec_mod
 from ablate import tracking
@@ -36,6 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--overwrite", action="store_true", help="delete an existing sweep's results and start again"
     )
     p.add_argument("--schema", action="store_true", help="print the sweep file's JSON Schema and exit")
+    p.add_argument("--gpu-memory", metavar="SIZE", help="memory of one GPU, e.g. 80GB, for the memory plan")
+    p.add_argument("--cluster", metavar="FILE", help="take the GPU memory from a Ray cluster file's GPU node type")
+    p.add_argument("--trial-hours", type=float, metavar="H", help="a trial's time, for the sweep's GPU-hours")
+    p.add_argument("--force", action="store_true", help="launch even if a trial's estimated memory does not fit")
     return p.parse_args(argv)
 
 
@@ -53,17 +58,19 @@ def _scheduler_line(plan: SweepPlan) -> str:
     )
 
 
-def print_dry_run(plan: SweepPlan, total_line: bool = True) -> None:
-    """The plan: a grid sweep's trials one per line, or a search's entries; last line ``N trials``
-    (a staged sweep prints its stages' plans without it, then the total of all)."""
+def print_dry_run(plan: SweepPlan, memory: list[str] = (), total_line: bool = True) -> None:
+    """The plan: a grid sweep's trials one per line, or a search's entries, then ``memory`` (the memory
+    plan); last line ``N trials`` (a staged sweep prints its stages' plans without it, then the total)."""
     if plan.search:
-        print_search_dry_run(plan, total_line)
-        return
-    print(f"{'#':>3}  {'method':<14} {'label':<16} {'setting':<44} {'seed':>4}  resources")
-    for t in plan.trials:
-        print(
-            f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  {describe_resources(t)}"
-        )
+        print_search_dry_run(plan)
+    else:
+        print(f"{'#':>3}  {'method':<14} {'label':<16} {'setting':<44} {'seed':>4}  resources")
+        for t in plan.trials:
+            print(
+                f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  {describe_resources(t)}"
+            )
+    for line in memory:
+        print(line)
     if total_line:
         print(f"{plan.total} trials")
 
@@ -74,7 +81,7 @@ def _space_text(space) -> str:
     return f"{space.kind}({space.values[0]:g}, {space.values[1]:g})"
 
 
-def print_search_dry_run(plan: SweepPlan, total_line: bool = True) -> None:
+def print_search_dry_run(plan: SweepPlan) -> None:
     """A random / optuna sweep's trials are drawn while it runs: show per method entry what is fixed,
     what is searched and how many trials it gets, and the seeds the draws cycle through."""
     spec = plan.spec
@@ -89,17 +96,16 @@ def print_search_dry_run(plan: SweepPlan, total_line: bool = True) -> None:
         fixed = spec_mod.setting_key(
             {k: v for k, v in e.entry.hparams.items() if f"hparams.{k}" not in e.spaces},
             {k: v for k, v in e.entry.training.items() if f"training.{k}" not in e.spaces},
+            None if e.lora is None else {k: v for k, v in e.lora.items() if f"lora.{k}" not in e.spaces},
         )
         seeds = ",".join(str(spec_mod.sampled_seed(spec, k)) for k in range(min(e.trials, len(spec.seeds))))
         if e.spaces and len(spec.seeds) > 1:
             seeds += f" (draw k: seeds[k % {len(spec.seeds)}])"
         res = _resources(plan.resources)
-        print(f"{e.position:>3}  {e.entry.method:<8} {e.entry.label:<16} {e.trials:>6}  {seeds:<28} {res}")
+        print(f"{e.position:>3}  {e.entry.method:<8} {e.label:<16} {e.trials:>6}  {seeds:<28} {res}")
         for path, space in e.spaces.items():
             print(f"{'':>5}searched  {path.split('.', 1)[1]} ~ {_space_text(space)}")
         print(f"{'':>5}fixed     {fixed}")
-    if total_line:
-        print(f"{plan.total} trials")
 
 
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + SETTINGS
@@ -161,6 +167,24 @@ def summarize(outcome, metric: str, mode: str) -> None:
             f"  {label:<16} {r['config']['setting']:<40} seed={r['config']['seed']}  {metric}={r['metrics'][metric]:.4f}"
         )
     print(f"Results: {outcome.path}\nReport:  python -m analysis.report {outcome.path}")
+
+
+def gpu_memory_of(args: argparse.Namespace, spec: SweepSpec) -> tuple[float | None, str]:
+    """One GPU's memory for the memory plan: ``--gpu-memory``, the GPU node type of ``--cluster``, or
+    this machine's first GPU when trials ask for GPUs and run here; else unknown (None)."""
+    if args.gpu_memory:
+        return memory_plan.parse_size(args.gpu_memory), "--gpu-memory"
+    if args.cluster:
+        return memory_plan.cluster_gpu_memory(args.cluster)
+    res = spec.resources
+    wants_gpu = (res.gpus_per_worker if spec.uses_deepspeed else res.gpus) > 0
+    if wants_gpu and not args.address:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            return float(props.total_memory), f"this machine's {props.name}"
+    return None, ""
 
 
 def check_data(sweep: str, plan: SweepPlan) -> SweepPlan | None:
@@ -258,31 +282,55 @@ def main(argv: list[str] | None = None) -> int:
     plan = check_data(args.sweep, plan)
     if plan is None:
         return EXIT_BAD_INPUT
-    if args.dry_run:
-        if spec.tracking.any:
-            print(tracking.describe(spec.tracking))
-        if spec.stages:
-            from ablate import stages
-
-            stages.print_dry_run(spec)
-        else:
-            print_dry_run(plan)
-        return 0
-    problem = tracking_preflight.problem(spec.tracking) if spec.tracking.any else None
-    if problem:  # before Ray starts and the start point trains
-        print(f"error: {args.sweep}: {problem}", file=sys.stderr)
+    try:
+        gpu_memory, source = gpu_memory_of(args, spec)
+    except (OSError, ValueError) as e:
+        print(f"error: {args.sweep}: {'--cluster' if args.cluster else '--gpu-memory'}: {e}.", file=sys.stderr)
         return EXIT_BAD_INPUT
-    problem = check_address(args.address)
+    misfits = [m for e in plan.memory if (m := memory_plan.misfit(e, gpu_memory))]
+    if args.dry_run:
+        memory = memory_plan.lines(plan.memory, spec, gpu_memory, source, plan.total, args.trial_hours)
+        print_plan(spec, plan, memory)
+        for m in misfits:
+            print(f"warning: {args.sweep}: {m}.", file=sys.stderr)
+        return 0
+    problem = preflight(args, spec, misfits)
     if problem:
-        print(f"error: --address {args.address}: cannot reach a Ray cluster: {problem}. Give the head's "
-              "GCS address (host:port, e.g. 10.0.0.1:6379, as printed by `ray start --head`) or omit "
-              "--address to run on a local Ray.", file=sys.stderr)  # fmt: skip
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if spec.stages:
         from ablate import stages
 
         return stages.launch(args, spec, plan)
     return launch(args, plan)
+
+
+def print_plan(spec: SweepSpec, plan: SweepPlan, memory: list[str]) -> None:
+    """``--dry-run``: the trackers, the trials (or each stage's), the memory plan, ``N trials``."""
+    if spec.tracking.any:
+        print(tracking.describe(spec.tracking))
+    if spec.stages:
+        from ablate import stages
+
+        stages.print_dry_run(spec, memory)
+    else:
+        print_dry_run(plan, memory)
+
+
+def preflight(args: argparse.Namespace, spec: SweepSpec, misfits: list[str]) -> str | None:
+    """Why the sweep must not launch (checked before Ray starts and the start point trains), or None:
+    a trial that does not fit its GPU (without ``--force``), an unreachable tracker or Ray cluster."""
+    if misfits and not args.force:
+        return "; ".join(f"{args.sweep}: {m}" for m in misfits) + "."
+    problem = tracking_preflight.problem(spec.tracking) if spec.tracking.any else None
+    if problem:
+        return f"{args.sweep}: {problem}"
+    problem = check_address(args.address)
+    if problem:
+        return (f"--address {args.address}: cannot reach a Ray cluster: {problem}. Give the head's GCS address "
+                "(host:port, e.g. 10.0.0.1:6379, as printed by `ray start --head`) or omit --address to run on a "
+                "local Ray.")  # fmt: skip
+    return None
 
 
 def connect(args: argparse.Namespace, tune) -> bool:

@@ -106,9 +106,9 @@ def read_bytes(path: str) -> bytes | None:
 # --- --dry-run ---------------------------------------------------------------------------------
 
 
-def print_dry_run(spec: SweepSpec) -> None:
-    """Each stage's plan; a stage that depends on earlier winners as per-method upper bounds ("≤ N").
-    The last line is ``N trials``, the upper bound of the whole sweep."""
+def print_dry_run(spec: SweepSpec, memory: list[str] = ()) -> None:
+    """Each stage's plan; a stage that depends on earlier winners as per-method upper bounds ("≤ N");
+    ``memory``, the memory plan's lines. The last line is ``N trials``, the upper bound of the sweep."""
     from ablate.run import print_dry_run as print_plan
 
     counts = stage_spec.bounds(spec)
@@ -135,6 +135,8 @@ def print_dry_run(spec: SweepSpec) -> None:
             carried = f"from the best setting of {src}" if k == 1 else f"from each of the {k} best of {src}"
             print(f"{'':>3}  {entry.method:<8} {label:<16} {'≤ ' + str(count.trials[label]):>7}  "
                   f"{'; '.join(spaces) or 'nothing searched'}; {carried}")  # fmt: skip
+    for line in memory:
+        print(line)
     total = sum(c.total for c in counts)
     exact = all(c.exact for c in counts)
     print(f"\n{'' if exact else '≤ '}{total} trials in {len(spec.stages)} stages" +

@@ -50,27 +50,28 @@ def run_trial(
     ``diverged: ...`` and its last finite training metrics."""
     cfg = trial_config.parse(cfg)
     clock = Clock()
-    backend = backend or SingleProcess(cfg)
+    backend = backend or SingleProcess(cfg, save_artifact)
     reset_peak_memory(backend.device)
     seed_everything(cfg.seed)
     tokenizer = models.load_tokenizer(cfg.start.path, cfg.model.trust_remote_code)
     policy = backend.load_policy(cfg)
+    params = models.parameter_counts(policy)  # trainable: the adapter of a LoRA policy
     splits = worker_cache.tokenized_splits(cfg, tokenizer)
     start = evaluate.before_training(cfg, backend, policy, tokenizer, splits) if resume is None else None
     clock.train_start = time.perf_counter()
     ref = reference.prepare(cfg, backend, splits.train, tokenizer.pad_token_id)
-    prior = Prior.of(resume, policy)
+    prior = Prior.of(resume, policy, cfg.lora is not None)
     reporter = Reporter(report, report_checkpoint)
     run = train_policy(cfg, backend, policy, ref, splits, tokenizer.pad_token_id, reporter, prior, clock)
 
     metrics = {"status": run.status, "train_loss": run.last.get("train_loss", float("nan")),
-               "runtime_s": prior.runtime_s + run.runtime_s, **run.extra, **splits.counts}  # fmt: skip
+               "runtime_s": prior.runtime_s + run.runtime_s, **run.extra, **splits.counts, **params}  # fmt: skip
     if prior.step:
         metrics["resumed_from_step"] = prior.step
     if run.status == "finished":
         with backend.compute():
             held_out, records = evaluate.evaluate_policy(
-                cfg, backend, run.model, ref.held_out(splits.held_out), tokenizer, splits, start
+                cfg, backend, run.model, ref.held_out(splits.held_out, run.model), tokenizer, splits, start
             )
         metrics.update(held_out)
         if save_artifact is not None and backend.is_main:
@@ -118,11 +119,12 @@ class Prior:
     last_metrics: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, state: dict | None, policy: torch.nn.Module) -> Prior:
-        """Restore the policy, the RNG and the optimizer state from a checkpoint's ``state``."""
+    def of(cls, state: dict | None, policy: torch.nn.Module, adapter_only: bool = False) -> Prior:
+        """Restore the policy (``adapter_only``: a LoRA policy's adapter), the RNG and the optimizer state
+        from a checkpoint's ``state``."""
         if state is None:
             return cls()
-        policy.load_state_dict(state["model"])
+        ckpt_mod.restore_model(policy, state["model"], adapter_only)
         ckpt_mod.restore_rng(state)
         train_state = {"optimizer": state["optimizer"], "scheduler": state["scheduler"]}
         return cls(state["step"], state["runtime_s"], train_state, dict(state["last_metrics"]))
@@ -167,7 +169,8 @@ def train_policy(
     faulty = FaultHook(cfg.index, prior.step, cfg.stage)
 
     def loss_for(model: torch.nn.Module):
-        loss_fn = preference.loss_function(model, cfg.method, cfg.hparams, ref.model, ref.train)
+        ref_model, ref_context = ref.online(model)
+        loss_fn = preference.loss_function(model, cfg.method, cfg.hparams, ref_model, ref.train, ref_context)
         return faulty.poisoned(loss_fn)
 
     collate = preference.collator(splits.train, pad, backend.device, shared_prompt.usable(policy, splits.train))
@@ -191,6 +194,7 @@ class FaultHook:
     """The ``ABLATE_FAULT`` testing hook (``ablate.faults``) of this attempt of the trial."""
 
     def __init__(self, index: int, start_step: int, stage: str | None = None) -> None:
+        self.index = index
         self.injected = faults.for_trial(index, start_step, stage=stage)
         self.poison: list[float] = []
 
@@ -199,7 +203,7 @@ class FaultHook:
         if kind in ("nan", "inf"):
             self.poison.append(float(kind))
         elif kind:
-            faults.fire(kind, step)
+            faults.fire(kind, step, self.index)
 
     def poisoned(self, loss_fn):
         def loss_with_fault(batch: dict):
@@ -237,14 +241,15 @@ class StepLogger:
         if self.every and self.next_eval <= step < self.last_step:
             self.next_eval = (step // self.every + 1) * self.every
             with self.backend.compute():
-                ref_logps = self.ref.held_out(self.splits.held_out)
+                ref_logps = self.ref.held_out(self.splits.held_out, self.stepper.model)
                 row.update(evaluate.held_out_preference(
                     self.cfg, self.backend, self.stepper.model, ref_logps, self.splits.held_out, self.pad
                 ))  # fmt: skip
         if self.checkpoint_every and step % self.checkpoint_every == 0 and self.reporter.report_checkpoint:
             elapsed = self.prior.runtime_s + self.clock.training_s()
             with tempfile.TemporaryDirectory(prefix="ablate-checkpoint-") as d:
-                ckpt_mod.save(d, self.stepper.model, self.stepper.state(), step, self.last, elapsed)
+                ckpt_mod.save(d, self.stepper.model, self.stepper.state(), step, self.last, elapsed,
+                              adapter_only=self.cfg.lora is not None)  # fmt: skip
                 self.reporter.report_checkpoint(row, d)  # Ray copies it into storage before returning
         else:
             self.reporter.report(row)

@@ -13,6 +13,7 @@ from ablate.spec.schema import (
     DataConfig,
     DeepSpeedSettings,
     EvalConfig,
+    LoraConfig,
     ModelConfig,
     ResourceAmounts,
     TrainingConfig,
@@ -52,6 +53,7 @@ class TrialConfig(_Frozen):
     model: ModelConfig
     data: DataConfig
     training: TrainingConfig
+    lora: LoraConfig | None = None  # a LoRA adapter instead of full fine-tuning (``ablate.lora``)
     evaluation: EvalConfig
     resources: ResourceAmounts
     deepspeed: TrialDeepSpeed | None = None

@@ -189,6 +189,8 @@ def _config_columns(cfg: dict) -> dict:
     }
     row.update({f"hp_{k}": v for k, v in (cfg.get("hparams") or {}).items()})
     row.update({f"tr_{k}": v for k, v in training.items() if not isinstance(v, dict | list)})
+    lora = cfg.get("lora") or {}  # a LoRA adapter's fields; none for full fine-tuning
+    row.update({f"lora_{k}": v for k, v in lora.items() if not isinstance(v, dict | list)})
     return row
 
 

@@ -27,6 +27,8 @@ SELECTION_RULE = (
     "seeds ({direction} mean wins); ties go to the lower standard deviation, then to more seeds. "
     "Settings without a value of `{metric}` are not eligible."
 )
+# Config columns of a setting's parameters: hyperparameters, training overrides, a LoRA adapter's fields.
+PARAM_PREFIXES = ("hp_", "tr_", "lora_")
 LOWER_IS_BETTER = {"train_loss", "runtime_s", "peak_memory_mb", "trial_s"}
 # The paper's order of methods (baselines, then SimPO last); unknown methods go before SimPO.
 METHOD_ORDER = ["sft", "rrhf", "slic_hf", "dpo", "ipo", "cpo", "kto", "orpo", "rdpo", "simpo"]
@@ -43,7 +45,7 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
         c
         for c in df.columns
         if c not in skip
-        and not c.startswith(("hp_", "tr_"))
+        and not c.startswith(PARAM_PREFIXES)
         and pd.api.types.is_numeric_dtype(df[c])
         and not pd.api.types.is_bool_dtype(df[c])
     ]
@@ -80,7 +82,7 @@ def seed_summary(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
     done = finished(df)
     metrics = metric_columns(done) if metrics is None else [m for m in metrics if m in done.columns]
     rows = []
-    param_cols = [c for c in done.columns if c.startswith(("hp_", "tr_"))]
+    param_cols = [c for c in done.columns if c.startswith(PARAM_PREFIXES)]
     for key, group in done.groupby("config_key", sort=False):
         first = group.iloc[0]
         row = {c: first[c] for c in SETTING_COLUMNS if c in group.columns}
@@ -180,12 +182,12 @@ def relative_to(best: pd.DataFrame, base: pd.Series, metrics: list[str]) -> pd.D
 def swept_params(summary: pd.DataFrame, label: str) -> list[str]:
     """``hp_*``/``tr_*`` columns that take more than one value among ``label``'s settings."""
     rows = summary[summary["label"] == label]
-    cols = [c for c in rows.columns if c.startswith(("hp_", "tr_"))]
+    cols = [c for c in rows.columns if c.startswith(PARAM_PREFIXES)]
     return [c for c in cols if rows[c].dropna().astype(str).nunique() > 1]
 
 
 def param_name(col: str) -> str:
-    return col.split("_", 1)[1]
+    return "lora." + col[5:] if col.startswith("lora_") else col.split("_", 1)[1]
 
 
 def sensitivity(
@@ -242,7 +244,7 @@ def param_importances(df: pd.DataFrame, metric: str, mode: str, min_trials: int 
     done = done[done[metric].notna()] if metric in done.columns else done.iloc[0:0]
     rows = []
     for label, trials in done.groupby("label", sort=False):
-        cols = [c for c in trials.columns if c.startswith(("hp_", "tr_"))]
+        cols = [c for c in trials.columns if c.startswith(PARAM_PREFIXES)]
         swept = [c for c in cols if trials[c].dropna().astype(str).nunique() > 1 and trials[c].notna().all()]
         if len(swept) < 2 or len(trials) < min_trials:
             continue

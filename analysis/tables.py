@@ -228,6 +228,7 @@ def efficiency_table(r: Results, spread: str) -> Table:
         row = {
             "Method": b["label"],
             "Reference": b["reference"] if isinstance(b["reference"], str) else "none",
+            "Fine-tuning": fine_tuning(b),
         }
         for m in stats.COST_METRICS:
             row[header(m)] = fmt_stat(b, m, spread)
@@ -238,11 +239,13 @@ def efficiency_table(r: Results, spread: str) -> Table:
                     txt += f" ± {fmt_number(sd, 2)}"
                 row[f"{header(m).split(' (')[0]} / DPO"] = txt
         row[header("tokens_per_s")] = fmt_stat(b, "tokens_per_s", spread)
+        trainable = b.get("trainable_params_mean", math.nan)
+        row["Trainable params"] = f"{trainable:,.0f}" if isinstance(trainable, float) and math.isfinite(trainable) else "–"
         row["Seeds"] = int(b["seeds"])
         rows.append(row)
     extra = [f"{m}_ratio" for m in stats.COST_METRICS] + [f"{m}_ratio_std" for m in stats.COST_METRICS]
-    numeric = _numeric(r.best, ["label", "reference", "setting", "config_key", "seeds"] + extra,
-                       stats.COST_METRICS + ["tokens_per_s"])  # fmt: skip
+    numeric = _numeric(r.best, ["label", "reference", "setting", "config_key", "seeds", "lora_r"] + extra,
+                       stats.COST_METRICS + ["tokens_per_s", "trainable_params"])  # fmt: skip
     if base is None:
         ref = "No DPO run in these sweeps, so no ratios."
     else:
@@ -258,10 +261,17 @@ def efficiency_table(r: Results, spread: str) -> Table:
     caption = (
         f"Training runtime and peak memory of each method at its best setting; {SPREAD_NOTE[spread]}. {ref} "
         "DPO with an online reference runs the reference model every step; with a precomputed one it reads "
-        "cached log-probs (computed once, inside its runtime). Timings on a shared machine are noisy: "
-        "compare trials of one sweep."
+        "cached log-probs (computed once, inside its runtime). Fine-tuning: the whole policy, or a LoRA adapter of "
+        "rank r on the frozen start point (trainable params: the adapter's; a LoRA policy's online reference is "
+        "its own switched-off adapter). Timings on a shared machine are noisy: compare trials of one sweep."
     )
     return Table("efficiency", "Efficiency relative to DPO (Fig. 4d)", caption, pd.DataFrame(rows), numeric)
+
+
+def fine_tuning(row) -> str:
+    """``full``, or ``LoRA r=<rank>`` for a setting trained as a LoRA adapter."""
+    r = row.get("lora_r", math.nan)
+    return f"LoRA r={int(r)}" if isinstance(r, int | float) and math.isfinite(r) else "full"
 
 
 AGREEMENT = ["reward_accuracy", "reward_likelihood_agreement"]

@@ -5,6 +5,7 @@ side by side in one run (also runnable alone: ``python -m bench.trainer_vs_trl``
 2. ``simpo_vs_dpo``: runtime and peak memory of the same trial under SimPO and DPO.
 3. ``sweep_overhead``: a sweep's wall time vs its ideal on local Ray, and each trial's start-up.
 4. ``judging_overhead``: what judging (two judges, win rates, length control) adds to a trial.
+5. ``lora_vs_full``: runtime and peak memory of SimPO and DPO trials, full fine-tuning vs LoRA.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import judging_overhead, simpo_vs_dpo, sweep_overhead, trainer_vs_trl
+from bench import judging_overhead, lora_vs_full, simpo_vs_dpo, sweep_overhead, trainer_vs_trl
 
 BENCHMARKS = {
     "trainer_vs_trl": lambda quick: trainer_vs_trl.run(quick),
     "simpo_vs_dpo": lambda quick: simpo_vs_dpo.run(quick),
     "sweep_overhead": lambda quick: sweep_overhead.run(quick),
     "judging_overhead": lambda quick: judging_overhead.run(quick, 1 if quick else 3),
+    "lora_vs_full": lambda quick: lora_vs_full.run(quick),
 }
 
 

@@ -6,8 +6,10 @@
 #      model and data (bench/gpu_sweep.py): SimPO and DPO, 2 seeds each, one after another;
 #   3. one SimPO trial on 1 Ray Train worker with DeepSpeed ZeRO-3 (NCCL, bf16);
 #   4. tests/test_gpu.py;
-#   5. each trial's final metrics and model FLOPs utilisation, and the report (python -m analysis.report).
-# nvidia-smi samples utilisation and memory every second during 2-4. Every step has its own timeout,
+#   5. benchmark 4 at GPU scale (bench/lora_vs_full.py --scale gpu): SimPO and DPO, full fine-tuning vs a
+#      LoRA adapter, peak memory and runtime side by side (one repetition);
+#   6. each trial's final metrics and model FLOPs utilisation, and the report (python -m analysis.report).
+# nvidia-smi samples utilisation and memory every second during 2-5. Every step has its own timeout,
 # cut to what the 8 minutes have left (the last steps keep a reserve). To $OUT (the device tool's
 # output folder; /tmp/ablate-gpu here): on_gpu.log, nvidia_smi.csv, final_metrics.json and
 # results.tar.gz (trial results without checkpoints, the report, the sweep file).
@@ -113,6 +115,7 @@ fi
 step "Ray Tune sweep, 4 single-GPU trials" 210 $PY -m ablate.run "$SWEEP" --overwrite
 step "Ray Train + DeepSpeed ZeRO-3 trial" 150 $PY -m ablate.run "$WORK/zero3.yaml" --overwrite
 step "tests/test_gpu.py" 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
+step "LoRA vs full at GPU scale" 120 $PY -m bench.lora_vs_full --scale gpu --reps 1
 if [ $DRY = 0 ]; then
   kill "$SMI_PID"
   awk -F', ' 'NR > 1 { n++; u += $2; if ($2 + 0 > 0) busy++; if ($3 + 0 > m) m = $3 + 0 }

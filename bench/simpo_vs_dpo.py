@@ -42,7 +42,8 @@ METHODS = {
 }
 
 
-def trial_configs(quick: bool, cache_dir: str, scale: str = "tiny") -> dict[str, dict]:
+def trial_configs(quick: bool, cache_dir: str, scale: str = "tiny", methods: dict | None = None) -> dict[str, dict]:
+    """One trial config per entry of ``methods`` (default ``METHODS``), on benchmark 2's settings."""
     import yaml
 
     from ablate import spec as spec_mod
@@ -51,9 +52,9 @@ def trial_configs(quick: bool, cache_dir: str, scale: str = "tiny") -> dict[str,
         from bench import gpu_scale
 
         spec = spec_mod.SweepSpec.model_validate(
-            gpu_scale.sweep(Path(cache_dir) / "gpu-scale", quick, list(METHODS.values()))
+            gpu_scale.sweep(Path(cache_dir) / "gpu-scale", quick, list((methods or METHODS).values()))
         )
-        return _configs(spec)
+        return _configs(spec, methods)
     main = yaml.safe_load((REPO / "sweeps" / "gamma.yaml").read_text())
     data, training, evaluation = main.get("data", {}), main.get("training", {}), main.get("evaluation", {})
     if quick:
@@ -65,7 +66,7 @@ def trial_configs(quick: bool, cache_dir: str, scale: str = "tiny") -> dict[str,
         {
             "name": "bench-simpo-dpo",
             "cache_dir": cache_dir,
-            "methods": list(METHODS.values()),
+            "methods": list((methods or METHODS).values()),
             "model": {**main.get("model", {}), "tiny": MODEL},
             "data": data,
             "sft": {"epochs": 2},
@@ -73,17 +74,17 @@ def trial_configs(quick: bool, cache_dir: str, scale: str = "tiny") -> dict[str,
             "evaluation": evaluation,
         }
     )
-    return _configs(spec)
+    return _configs(spec, methods)
 
 
-def _configs(spec) -> dict[str, dict]:
-    """One trial config per method of ``METHODS``, from its start point (trained once, cached)."""
+def _configs(spec, methods: dict | None = None) -> dict[str, dict]:
+    """One trial config per method of ``methods``, from its start point (trained once, cached)."""
     from ablate import spec as spec_mod
     from ablate import startpoint
 
     start = startpoint.prepare_sweep(spec, log=lambda *_: None)
     configs = {}
-    for name, trial in zip(METHODS, spec_mod.expand(spec), strict=True):
+    for name, trial in zip(methods or METHODS, spec_mod.expand(spec), strict=True):
         configs[name] = {**trial, "start": start}
     return configs
 

@@ -53,7 +53,7 @@ def sweep(tmp_path, methods: list[dict], **extra) -> dict:
         "cache_dir": str(tmp_path / "cache"),  # own cache: the reference log-probs are computed sharded here
         "methods": methods,
         "training": {**SMALL["training"], "batch_size": GLOBAL_BATCH // WORKERS, "log_every": 1},
-        # 0.3 logical CPUs per worker: both trials (4 workers and 2 drivers) run at once on 2 CPUs.
+        # 0.3 logical CPUs per worker: all three trials (6 workers and 3 drivers) run at once on 2 CPUs.
         "resources": {"workers": WORKERS, "cpus_per_worker": 0.3},
         "deepspeed": {"stage": 3},
         **extra,
@@ -78,9 +78,17 @@ def single_worker_trial(sw: dict, method_index: int) -> tuple[list[float], dict]
     return [r["train_loss"] for r in reports if "step" in r], final
 
 
+LORA = {"r": 8, "alpha": 16.0}
+
+
 def test_two_workers_zero3_match_one_worker(tmp_path):
-    # SimPO loads no reference; DPO's reference log-probs are precomputed by the ZeRO-3-sharded reference.
-    methods = [{"method": "simpo"}, {"method": "dpo", "reference": "precomputed"}]
+    # SimPO loads no reference; DPO's reference log-probs are precomputed by the ZeRO-3-sharded reference;
+    # the LoRA policy's online reference is its own sharded model with the adapter switched off.
+    methods = [
+        {"method": "simpo"},
+        {"method": "dpo", "reference": "precomputed"},
+        {"method": "dpo", "reference": "online", "lora": LORA, "training": {"learning_rate": 5e-3}},
+    ]
     sw = sweep(tmp_path, methods)
     path = tmp_path / "zero3.yaml"
     path.write_text(yaml.safe_dump(sw))
@@ -89,7 +97,7 @@ def test_two_workers_zero3_match_one_worker(tmp_path):
         timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 trials finished, 0 errored" in proc.stdout
+    assert f"{len(methods)} trials finished, 0 errored" in proc.stdout
 
     trial_dirs = sorted(
         d for d in (tmp_path / "results" / "zero3").iterdir() if (d / "result.json").is_file()
@@ -108,9 +116,11 @@ def test_two_workers_zero3_match_one_worker(tmp_path):
         assert len(heldout["pairs"]["chosen_reward"]) == SMALL["data"]["task"]["n_eval"]
         # The trained policy is the Ray Train checkpoint, inside the trial's directory in storage.
         checkpoint = final["checkpoint_path"]
-        assert checkpoint.startswith(str(trial_dir)) and os.path.isfile(
-            os.path.join(checkpoint, "config.json")
-        )
+        saved = "adapter_config.json" if "lora" in methods[i] else "config.json"
+        assert checkpoint.startswith(str(trial_dir)) and os.path.isfile(os.path.join(checkpoint, saved))
+        if "lora" in methods[i]:  # the adapter alone, gathered from the ZeRO-3 shards
+            assert sorted(os.listdir(checkpoint)) == ["adapter_config.json", "adapter_model.safetensors"]
+            assert 0 < final["trainable_params"] < final["total_params"] / 4
 
         multi = [h["train_loss"] for h in history]
         single, single_final = single_worker_trial(sw, i)

@@ -1,6 +1,7 @@
 """The two commands end to end: a small sweep on a real local Ray, then the report on its output."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -13,8 +14,8 @@ from tests.conftest import REPO, SMALL
 pytestmark = pytest.mark.slow
 
 
-def run(*args, timeout=600):
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+def run(*args, timeout=600, **extra_env):
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"), **extra_env}
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env
     )
@@ -32,14 +33,24 @@ def test_sweep_then_report(tmp_path, cache_dir, start):
             {"method": "dpo", "reference": "online"},
         ],
         "seeds": [0, 1],
+        "resources": {"cpus": 0.5},  # a fraction of a CPU: Ray runs 4 trials at once on 2 CPUs
     }
     path = tmp_path / "e2e.yaml"
     path.write_text(yaml.safe_dump(sweep))
-    proc = run("-m", "ablate.run", str(path))
+    # The first four trials wait before their first step until all four have arrived (ablate.faults):
+    # they finish only if Ray ran them at the same time, and fail (not hang) if it does not.
+    rendezvous = tmp_path / "rendezvous"
+    rendezvous.mkdir()
+    fault = ";".join(f"index={i},step=1,kind=rendezvous" for i in range(4))
+    proc = run("-m", "ablate.run", str(path), ABLATE_FAULT=fault, ABLATE_RENDEZVOUS=str(rendezvous))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "8 trials finished, 0 errored" in proc.stdout
     trial_dirs = [d for d in (tmp_path / "results" / "e2e").iterdir() if (d / "result.json").is_file()]
     assert len(trial_dirs) == 8
+    assert sorted(p.name for p in rendezvous.iterdir()) == ["0", "1", "2", "3"]
+    finals = [json.loads((d / "final.json").read_text()) for d in sorted(trial_dirs)[:4]]
+    started = [f["first_step_at"] - f["first_step_s"] for f in finals]
+    assert max(started) < min(f["first_step_at"] for f in finals)  # all four had started before any step
 
     # A second run without --resume/--overwrite refuses to mix results.
     again = run("-m", "ablate.run", str(path))

@@ -83,7 +83,7 @@ def test_on_gpu_dry_run_prints_every_step(tmp_path):
         "== install wheels", "== environment", "== build model, data and sweep", "== sweep dry run",
         "== ZeRO-3 trial dry run", "== GPU samples in the background: nvidia-smi --query-gpu=timestamp,"
         "utilization.gpu,memory.used --format=csv -l 1 > " + str(tmp_path / "out" / "nvidia_smi.csv"),
-        "== Ray Tune sweep, 4 single-GPU trials", "== Ray Train + DeepSpeed ZeRO-3 trial", "== tests/test_gpu.py",
+        "== Ray Tune sweep, 4 single-GPU trials", "== Ray Train + DeepSpeed ZeRO-3 trial", "== tests/test_gpu.py", "== LoRA vs full at GPU scale",
         "== final metrics and MFU", "== report", "== pack results", "== timings",
     ]  # fmt: skip
     assert "--no-index --no-deps" in proc.stdout and "gpu_sweep build --out" in proc.stdout

@@ -23,8 +23,18 @@ BASELINE_GRIDS = 3 + 4 + 3 + 3 + 4 + 4 * 3 + 4 + 4 * 4  # DPO IPO CPO KTO ORPO R
 EXPECTED_TRIALS = 3 + LR_GRID * BASELINE_GRIDS
 
 
+LORA_VARIANT = "llama3-8b-base-lora"
+
+
 def test_every_paper_setting_has_a_file():
-    assert {p.stem for p in (REPO / "sweeps" / "paper").glob("*.yaml")} == set(PAPER)
+    assert {p.stem for p in (REPO / "sweeps" / "paper").glob("*.yaml")} == set(PAPER) | {LORA_VARIANT}
+
+
+def trial_lines(out: str) -> list[str]:
+    """The dry run's trial rows: after the data split and the header, before the memory plan."""
+    lines = out.strip().splitlines()
+    lines = lines[: lines.index(next(line for line in lines if line.startswith("memory plan")))]
+    return [line for line in lines if line.split() and line.split()[0].isdigit()]
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
@@ -32,9 +42,9 @@ def test_paper_sweep_dry_run(name, capsys, monkeypatch):
     path = REPO / "sweeps" / "paper" / f"{name}.yaml"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert run_main([str(path), "--dry-run"]) == 0  # the CLI's own entry point, in process
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1] == f"{EXPECTED_TRIALS} trials"
-    rows = [line for line in lines[:-1] if line.split()[0].isdigit()]  # one per trial, after the header lines
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == f"{EXPECTED_TRIALS} trials"
+    rows = trial_lines(out)
     assert len(rows) == EXPECTED_TRIALS
     assert all(line.endswith("8 workers x (cpu=8.0 gpu=1.0), ZeRO-3") for line in rows)
 
@@ -55,3 +65,22 @@ def test_paper_sweep_dry_run(name, capsys, monkeypatch):
     baselines = {t["label"] for t in trials} - {"SimPO", "SimPO w/o LN", "SimPO gamma=0"}
     assert baselines == {"DPO", "IPO", "CPO", "KTO", "ORPO", "R-DPO", "RRHF", "SLiC-HF"}
     assert {t["training"]["learning_rate"] for t in trials if t["label"] == "DPO"} == {3e-7, 5e-7, 6e-7, 1e-6}
+
+
+def test_lora_variant_fits_eight_trials_per_8xh100_node(capsys, monkeypatch):
+    """The LoRA variant of Llama-3-8B Base: the paper's trials, each on one GPU, every one fitting an H100's
+    80 GB by the memory plan (GPU memory from cluster.yaml's p5.48xlarge nodes): 8 trials per node."""
+    path = REPO / "sweeps" / "paper" / f"{LORA_VARIANT}.yaml"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run_main([str(path), "--dry-run", "--cluster", str(REPO / "cluster.yaml"), "--trial-hours", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert not err  # no entry is too big
+    assert "GPU memory 80.0 GB from gpu_8x_h100: p5.48xlarge" in out
+    assert len(trial_lines(out)) == EXPECTED_TRIALS and "GPU-hours: 199 trials x 1 GPUs x 1 h = 199.0" in out
+    plan = [line.split() for line in out.splitlines() if "LoRA r=64" in line]
+    assert len(plan) == 11 and all(int(row[-1]) >= 1 for row in plan)  # every entry: at least 1 per GPU
+    spec = spec_mod.load_sweep(path)
+    assert spec.model.name_or_path == PAPER["llama3-8b-base"][0] and spec.model.lora.r == 64
+    for t in spec_mod.expand(spec):
+        assert t["lora"]["r"] == 64 and t["resources"]["gpus"] == 1 and t["deepspeed"] is None
+        assert t["training"]["batch_size"] * t["training"]["grad_accum"] == 128  # the paper's global batch

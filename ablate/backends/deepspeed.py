@@ -32,8 +32,9 @@ from typing import Any
 
 import torch
 
-from ablate import dsconfig, models
+from ablate import dsconfig, lora, models
 from ablate.backends import StepperSetup
+from ablate.cache import atomic_write_bytes
 from ablate.evaluate import PairLogps, generate, pair_logps
 from ablate.train import Diverged, LossFn
 from ablate.trial import Report, SaveArtifact, run_trial
@@ -161,8 +162,11 @@ class DeepSpeedWorker:
 
     def load_policy(self, cfg: TrialConfig) -> torch.nn.Module:
         m = cfg.model
-        return models.load_model(cfg.start.path, self.device, self.dtype, m.trust_remote_code, True,
-                                 m.gradient_checkpointing)  # fmt: skip
+        policy = models.load_model(cfg.start.path, self.device, self.dtype, m.trust_remote_code, True,
+                                   m.gradient_checkpointing)  # fmt: skip
+        # LoRA: only the adapter reaches the optimizer (``stepper`` passes the parameters that need a
+        # gradient); save_policy then writes the adapter alone.
+        return policy if cfg.lora is None else lora.attach(policy, cfg.lora, cfg.start.path)
 
     def load_reference(self, cfg: TrialConfig) -> torch.nn.Module:
         """The frozen reference: a ZeRO-3 inference engine when the policy is sharded, else a local copy."""
@@ -323,6 +327,11 @@ def save_policy(engine, tokenizer, out_dir: Path, zero3: bool) -> Path | None:
     state = engine._zero3_consolidated_16bit_state_dict() if zero3 else engine.module.state_dict()
     if dist.get_rank() != 0:
         return None
+    if lora.has_adapter(engine.module):  # a LoRA policy: the adapter alone, in peft's format
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, data in lora.adapter_files(engine.module, state).items():
+            atomic_write_bytes(out_dir / name, data)
+        return out_dir
     engine.module.save_pretrained(out_dir, state_dict=state)
     tokenizer.save_pretrained(out_dir)
     return out_dir

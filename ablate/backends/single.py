@@ -1,26 +1,33 @@
 """A trial in one process: the policy trained by ``ablate.train.AdamWStepper`` in float32 master
-weights (autocast to the compute dtype), models loaded through the worker's cache."""
+weights (autocast to the compute dtype), models loaded through the worker's cache. A LoRA policy
+(``ablate.lora``) keeps the frozen start point in the compute dtype and trains a float32 adapter,
+which ``finish`` writes into the trial's directory."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 
 import psutil
 import torch
 
-from ablate import models, worker_cache
+from ablate import lora, models, worker_cache
 from ablate.backends import StepperSetup
 from ablate.data import TokenizedPair
 from ablate.evaluate import PairLogps, generate, pair_logps
 from ablate.train import AdamWStepper
 from ablate.trial_config import TrialConfig
 
+SaveArtifact = Callable[[str, bytes], None]
+
 
 class SingleProcess:
     world, is_main, checkpoints = 1, True, True
 
-    def __init__(self, cfg: TrialConfig) -> None:
+    def __init__(self, cfg: TrialConfig, save_artifact: SaveArtifact | None = None) -> None:
+        self.save_artifact = save_artifact  # where ``finish`` writes a LoRA policy's adapter
+        self.policy: torch.nn.Module | None = None
         self.device = models.pick_device()
         # ``dtype`` is what the forward passes compute in; the policy's weights stay in ``master_dtype``
         # (float32 under bf16/fp16, mixed precision), frozen reference models are stored in ``dtype``.
@@ -32,10 +39,18 @@ class SingleProcess:
 
     def load_policy(self, cfg: TrialConfig) -> torch.nn.Module:
         m = cfg.model
-        return worker_cache.start_point_model(
-            cfg.start.path, self.device, models.master_dtype(self.dtype), m.trust_remote_code, True,
-            m.gradient_checkpointing,
-        )  # fmt: skip
+        if cfg.lora is None:
+            self.policy = worker_cache.start_point_model(
+                cfg.start.path, self.device, models.master_dtype(self.dtype), m.trust_remote_code, True,
+                m.gradient_checkpointing,
+            )  # fmt: skip
+            return self.policy
+        # LoRA: the start point is frozen, so it needs no float32 master copy; the adapter is float32.
+        base = worker_cache.start_point_model(
+            cfg.start.path, self.device, self.dtype, m.trust_remote_code, True, m.gradient_checkpointing
+        )
+        self.policy = lora.attach(base, cfg.lora, cfg.start.path)
+        return self.policy
 
     def load_reference(self, cfg: TrialConfig) -> torch.nn.Module:
         return worker_cache.start_point_model(
@@ -71,4 +86,7 @@ class SingleProcess:
         return {"process_id": os.getpid(), "process_started_at": psutil.Process().create_time()}
 
     def finish(self, tokenizer) -> dict:
+        if self.save_artifact is not None and self.policy is not None and lora.has_adapter(self.policy):
+            for name, data in lora.adapter_files(self.policy).items():  # loads with peft on the start point
+                self.save_artifact(name, data)
         return {}

@@ -13,8 +13,8 @@ from ablate import data as data_mod
 from ablate import datasource, dsconfig, judges, losses, metrics
 from ablate.models import is_builtin, model_exists
 from ablate.spec.errors import SpecError, format_validation
-from ablate.spec.expand import grid_points, search_plan
-from ablate.spec.schema import DataConfig, MethodEntry, Space, SweepSpec, TrainingConfig
+from ablate.spec.expand import grid_points, lora_values, search_plan
+from ablate.spec.schema import DataConfig, LoraConfig, MethodEntry, Space, SweepSpec, TrainingConfig
 
 
 def check_semantics(path: Path, spec: SweepSpec) -> SweepSpec:
@@ -38,6 +38,7 @@ def check_semantics(path: Path, spec: SweepSpec) -> SweepSpec:
                 ) from None
         if not spec.stages:  # a staged sweep's spaces are checked per stage (ablate.spec.stages)
             _check_spaces(path, spec, i, entry)
+        _check_lora(path, spec, i, entry)
     if not spec.stages:
         _check_search(path, spec)
     _check_judges(path, spec)
@@ -77,6 +78,37 @@ def _check_spaces(path: Path, spec: SweepSpec, i: int, entry: MethodEntry) -> No
                     f"{where}: `grid` enumerates values for `search: grid`; with `search: {spec.search}` "
                     f"write `choice: {list(value.values)}` to sample among them, or set `search: grid`."
                 )
+
+
+def _check_lora(path: Path, spec: SweepSpec, i: int, entry: MethodEntry) -> None:
+    """Every point of an entry's LoRA fields (``model.lora`` and the entry's ``lora``) is a valid adapter,
+    and its spaces suit the search, as hyperparameters' do."""
+    lora = lora_values(spec, entry)
+    if lora is None:
+        return
+    own = isinstance(entry.lora, dict)
+    for point in grid_points(lora):
+        try:
+            LoraConfig.model_validate(point)
+        except ValidationError as e:
+            prefix = ("methods", i, "lora") if own else ("model", "lora")
+            raise SpecError(format_validation(path, e, prefix, keys_at=("model", "lora"))) from None
+    for key, value in lora.items():
+        if not isinstance(value, Space):
+            continue
+        where = f"{path}: " + (f"methods.{i}.lora.{key}" if own and key in entry.lora else f"model.lora.{key}")
+        if spec.search == "grid" and value.kind not in ("grid", "choice"):
+            raise SpecError(
+                f"{where}: a {value.kind} range cannot be enumerated by grid search. Use `grid: [...]` or set "
+                "`search: random` / `search: optuna` with `num_samples`."
+            )
+        if spec.search != "grid" and value.kind == "grid":
+            raise SpecError(
+                f"{where}: `grid` enumerates values for `search: grid`; with `search: {spec.search}` write "
+                f"`choice: {list(value.values)}`, or set `search: grid`."
+            )
+        if key == "r" and value.kind in ("uniform", "loguniform"):
+            raise SpecError(f"{where}: the rank is a whole number; write `randint: [low, high]` or `choice: [...]`.")
 
 
 def _check_search(path: Path, spec: SweepSpec) -> None:

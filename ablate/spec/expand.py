@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from ablate import losses
-from ablate.spec.schema import DeepSpeedSection, MethodEntry, Space, SweepSpec, Value, task_points
+from ablate.spec.schema import (
+    DeepSpeedSection,
+    LoraConfig,
+    LoraValue,
+    MethodEntry,
+    Space,
+    SweepSpec,
+    Value,
+    task_points,
+)
 
 
 def deepspeed_settings(spec: SweepSpec) -> dict[str, Any] | None:
@@ -39,10 +48,36 @@ def grid_points(values: dict[str, Value]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*options)]
 
 
-def setting_key(hparams: dict[str, Any], training: dict[str, Any]) -> str:
-    """A readable, stable name of one setting (hyperparameters and training overrides)."""
+def setting_key(hparams: dict[str, Any], training: dict[str, Any], lora: dict[str, Any] | None = None) -> str:
+    """A readable, stable name of one setting (hyperparameters, training overrides and a LoRA adapter's
+    rank and other non-default fields, e.g. ``beta=2.0,lora.r=8``)."""
     parts = [f"{k}={hparams[k]}" for k in sorted(hparams)] + [f"{k}={training[k]}" for k in sorted(training)]
+    if lora is not None:
+        parts += [f"lora.{k}={_text(v)}" for k, v in lora.items() if k == "r" or v != LORA_DEFAULTS[k]]
     return ",".join(parts) or "default"
+
+
+LORA_DEFAULTS = LoraConfig().model_dump()
+
+
+def _text(value: Any) -> str:
+    return "+".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def lora_values(spec: SweepSpec, entry: MethodEntry) -> dict[str, LoraValue] | None:
+    """The LoRA fields (values or spaces) of a method entry's trials: ``model.lora`` with the entry's own
+    ``lora`` over it; None for full fine-tuning (no ``model.lora`` and no entry ``lora``, or ``lora: false``)."""
+    shared = spec.model.lora.values() if spec.model.lora is not None else None
+    if entry.lora is False or (entry.lora is None and shared is None):
+        return None
+    base = shared if shared is not None else dict(LORA_DEFAULTS)
+    return {**base, **(entry.lora if isinstance(entry.lora, dict) else {})}
+
+
+def entry_label(entry: MethodEntry, lora: dict | None) -> str:
+    """The entry's label in reports; an unnamed LoRA entry gets ``(LoRA)``, so that a sweep comparing
+    full fine-tuning with LoRA keeps them apart."""
+    return entry.label if entry.name or lora is None else f"{entry.label} (LoRA)"
 
 
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -50,7 +85,7 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
     trials = []
     shared = {
         "sweep": spec.name,
-        "model": spec.model.model_dump(),
+        "model": spec.model.model_dump(exclude={"lora"}),  # the adapter is per entry: ``lora`` below
         "data": spec.data.model_dump(),
         "evaluation": spec.evaluation.model_dump(),
         "cache_dir": spec.cache_dir,
@@ -64,34 +99,44 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
         # A swept task knob is part of the setting's name, so the report keeps its values apart.
         knobs = ",".join(f"{k}={task[k]}" for k in spec.data.task_grid)
         for entry in spec.methods:
-            for hp in grid_points(entry.hparams):
-                for tr in grid_points(entry.training):
-                    full_hp = losses.validate_hparams(entry.method, hp)
-                    full_hp.pop("gamma_beta_ratio", None)  # resolved into gamma; passing both is an error
-                    setting = setting_key(hp, tr)
-                    if knobs:
-                        setting = knobs if setting == "default" else f"{knobs},{setting}"
-                    for seed in spec.seeds:
-                        trials.append(
-                            {
-                                **shared,
-                                "data": {**data, "task": task},
-                                "label": entry.label,
-                                "method": entry.method,
-                                "hparams": full_hp,
-                                "setting": setting,
-                                # The sweep file's values that `setting` names (a staged sweep
-                                # carries a stage's winners on with them; ablate.spec.stages).
-                                "point": {"hparams": hp, "training": tr},
-                                "reference": entry.reference
-                                if losses.needs_reference(entry.method)
-                                else None,
-                                "training": {**spec.training.model_dump(), **tr},
-                                "seed": seed,
-                                "index": len(trials),
-                            }
-                        )
+            lora = lora_values(spec, entry)
+            for hp, tr, lo in itertools.product(
+                grid_points(entry.hparams), grid_points(entry.training), _lora_points(lora)
+            ):
+                full_hp = losses.validate_hparams(entry.method, hp)
+                full_hp.pop("gamma_beta_ratio", None)  # resolved into gamma; passing both is an error
+                setting = setting_key(hp, tr, lo)
+                if knobs:
+                    setting = knobs if setting == "default" else f"{knobs},{setting}"
+                for seed in spec.seeds:
+                    trials.append(
+                        {
+                            **shared,
+                            "data": {**data, "task": task},
+                            "label": entry_label(entry, lora),
+                            "method": entry.method,
+                            "hparams": full_hp,
+                            "setting": setting,
+                            # The sweep file's values that `setting` names (a staged sweep carries a
+                            # stage's winners on with them; ablate.spec.stages).
+                            "point": {"hparams": hp, "training": tr},
+                            "reference": entry.reference if losses.needs_reference(entry.method) else None,
+                            "training": {**spec.training.model_dump(), **tr},
+                            # only with LoRA: a full fine-tuning trial's config (and its config_key in
+                            # the report) stays what it was before adapters existed
+                            **({"lora": lo} if lo is not None else {}),
+                            "seed": seed,
+                            "index": len(trials),
+                        }
+                    )
     return trials
+
+
+def _lora_points(lora: dict[str, LoraValue] | None) -> list[dict[str, Any] | None]:
+    """The grid points of an entry's LoRA fields, each a complete ``LoraConfig``; [None] without LoRA."""
+    if lora is None:
+        return [None]
+    return [LoraConfig.model_validate(p).model_dump() for p in grid_points(lora)]
 
 
 @dataclass
@@ -100,20 +145,28 @@ class SearchEntry:
 
     position: int  # in the sweep file's `methods`
     entry: MethodEntry
-    spaces: dict[str, Space]  # "hparams.beta", "training.learning_rate", ... -> its space
+    spaces: dict[str, Space]  # "hparams.beta", "training.learning_rate", "lora.r", ... -> its space
     trials: int  # num_samples; one per seed when nothing is searched (a fixed baseline)
+    lora: dict[str, LoraValue] | None = None  # the entry's LoRA fields (``lora_values``)
+
+    @property
+    def label(self) -> str:
+        return entry_label(self.entry, self.lora)
 
 
 def search_plan(spec: SweepSpec) -> list[SearchEntry]:
     plan = []
     for i, entry in enumerate(spec.methods):
+        lora = lora_values(spec, entry)
+        sections = {"hparams": entry.hparams, "training": entry.training, "lora": lora or {}}
         spaces = {
             f"{section}.{key}": value
-            for section in ("hparams", "training")
-            for key, value in getattr(entry, section).items()
+            for section, values in sections.items()
+            for key, value in values.items()
             if isinstance(value, Space)
         }
-        plan.append(SearchEntry(i, entry, spaces, (spec.num_samples or 1) if spaces else len(spec.seeds)))
+        trials = (spec.num_samples or 1) if spaces else len(spec.seeds)
+        plan.append(SearchEntry(i, entry, spaces, trials, lora))
     return plan
 
 
@@ -136,13 +189,16 @@ def sampled_trial(
 ) -> dict[str, Any]:
     """The trial config of one draw (``sample``: space path -> value), made by ``expand`` like a grid
     trial's. Drawn floats are rounded to 4 significant digits so ``setting`` names the values used."""
-    hp, tr = dict(entry.entry.hparams), dict(entry.entry.training)
+    hp, tr, lo = dict(entry.entry.hparams), dict(entry.entry.training), dict(entry.lora or {})
     for path, value in sample.items():
         section, key = path.split(".", 1)
         if isinstance(value, float):
             value = float(f"{value:.4g}")
-        (hp if section == "hparams" else tr)[key] = value
-    one = entry.entry.model_copy(update={"hparams": hp, "training": tr})
+        {"hparams": hp, "training": tr, "lora": lo}[section][key] = value
+    update: dict[str, Any] = {"hparams": hp, "training": tr}
+    if entry.lora is not None:
+        update["lora"] = lo  # the drawn values over the entry's LoRA fields (``model.lora`` included)
+    one = entry.entry.model_copy(update=update)
     trial = expand(spec.model_copy(update={"methods": [one], "seeds": [sampled_seed(spec, sample_number)]}))[
         0
     ]

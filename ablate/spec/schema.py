@@ -76,6 +76,47 @@ class ModelConfig(_Strict):
     gradient_checkpointing: bool = False
 
 
+class LoraConfig(_Strict):
+    """A LoRA adapter (peft) trained instead of the whole policy; the start point stays frozen."""
+
+    r: int = Field(16, ge=1, description="Rank of the adapter's two matrices.")
+    alpha: float = Field(32, gt=0, description="Scaling: the adapter adds (alpha / r) B A x to a layer's output.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input while training.")
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description="Layers that get an adapter: all-linear (every linear layer but the output head) or a list "
+        "of module names, e.g. [q_proj, v_proj].",
+    )
+
+
+LoraValue = Value | list[str]
+
+
+class LoraSection(_Strict):
+    """``model.lora`` in the sweep file: a ``LoraConfig`` whose fields may be search spaces."""
+
+    r: int | Space = Field(16, description="Rank of the adapter's two matrices.")
+    alpha: float | Space = Field(32, description="Scaling: the adapter adds (alpha / r) B A x.")
+    dropout: float | Space = Field(0.0, description="Dropout on the adapter's input while training.")
+    target_modules: str | list[str] | Space = Field(
+        "all-linear", description="all-linear (every linear layer but the output head) or module names."
+    )
+
+    def values(self) -> dict[str, LoraValue]:
+        return {k: getattr(self, k) for k in LoraSection.model_fields}
+
+
+class SweepModelConfig(ModelConfig):
+    """The sweep file's ``model``: a trial's ``ModelConfig`` plus the LoRA adapter of every method entry
+    (an entry's own ``lora`` overrides it; ``lora: false`` trains the whole policy)."""
+
+    lora: LoraSection | None = Field(
+        None,
+        description="Train a LoRA adapter (peft) instead of the whole policy: {r, alpha, dropout, target_modules}; "
+        "each may be a search space. Default: none (full fine-tuning).",
+    )
+
+
 class DataConfig(_Strict):
     source: str = Field(
         "builtin:synthetic",
@@ -403,6 +444,11 @@ class MethodEntry(_Strict):
     training: dict[str, Value] = Field(
         default_factory=dict, description="Overrides of the shared training settings."
     )
+    lora: dict[str, LoraValue] | bool | None = Field(
+        None,
+        description="This entry's LoRA adapter: overrides of `model.lora` (values or spaces), true for "
+        "`model.lora` or the defaults, false for full fine-tuning. Default: as `model.lora`.",
+    )
 
     @field_validator("method")
     @classmethod
@@ -494,7 +540,7 @@ class SweepSpec(_Strict):
     )
     methods: list[MethodEntry] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: SweepModelConfig = Field(default_factory=SweepModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
