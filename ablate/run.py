@@ -13,10 +13,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from ablate import memory_plan
+from ablate import memory_plan, tracking
 from ablate import plan as plan_mod
 from ablate import spec as spec_mod
-from ablate import tracking
 from ablate.cache import cache_key
 from ablate.plan import SweepPlan
 from ablate.spec import SpecError, SweepSpec
