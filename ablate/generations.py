@@ -25,7 +25,7 @@ from ablate.cache import atomic_write_json, cache_key
 
 if TYPE_CHECKING:
     from ablate.backends import Backend
-    from ablate.spec.schema import EvalConfig
+    from ablate.spec.evaluation import EvalConfig
     from ablate.trial_config import TrialConfig
     from ablate.worker_cache import Splits
 

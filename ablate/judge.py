@@ -30,7 +30,7 @@ from ablate import data as data_mod
 from ablate import judges, judging, models
 from ablate.cache import atomic_write_json
 from ablate.generations import GenerationSet, find_baseline, publish_baselines
-from ablate.spec.schema import JudgeSpec
+from ablate.spec.evaluation import JudgeSpec
 from ablate.trial_config import TrialConfig
 
 EXIT_BAD_INPUT = 2

@@ -25,7 +25,8 @@ import torch
 
 from ablate import models, synthetic
 from ablate.cache import cache_key
-from ablate.spec.schema import DataConfig, EvalConfig, JudgeSpec
+from ablate.spec.evaluation import EvalConfig, JudgeSpec
+from ablate.spec.schema import DataConfig
 
 ORACLE, REWARD_MODEL = "builtin:oracle", "builtin:reward-model"
 

@@ -19,7 +19,7 @@ from ablate import metrics as metric_names
 from ablate import synthetic, winrate
 from ablate.cache import atomic_write_json, cache_key
 from ablate.generations import GenerationSet, prompt_text
-from ablate.spec.schema import JudgeSpec
+from ablate.spec.evaluation import JudgeSpec
 
 MAX_ACCURACY_PAIRS = 512  # held-out pairs a judge's accuracy is measured on
 

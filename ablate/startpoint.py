@@ -76,7 +76,7 @@ def baseline_generations(model_dir: Path, data: dict, evaluation: dict) -> Path:
     """The SFT model's answers to the evaluation prompts (``ablate.generations``), generated here once and
     cached where trials look for them (``generations.baseline_path``), so no trial waits for them."""
     from ablate import generations
-    from ablate.spec.schema import EvalConfig
+    from ablate.spec.evaluation import EvalConfig
 
     ev = EvalConfig.model_validate(evaluation)
     tokenizer = models.load_tokenizer(str(model_dir))

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ablate import judges, models, startpoint
     from ablate import spec as spec_mod
-    from ablate.spec.schema import JudgeSpec
+    from ablate.spec.evaluation import JudgeSpec
     from ablate.trial import run_trial
     from tests.test_judges import save_tiny_reward_model
 

@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFor
 
 from ablate import judges, judging, models, reward_model, synthetic
 from ablate.run import main as run_main
-from ablate.spec.schema import JudgeSpec
+from ablate.spec.evaluation import JudgeSpec
 from ablate.trial import run_trial
 from tests.conftest import SMALL, make_trial
 

@@ -12,10 +12,13 @@ import itertools
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ablate import losses
 from ablate.models import TinyModelConfig
+from ablate.spec.base import Space, Strict, Value
+from ablate.spec.evaluation import EvalConfig
+from ablate.spec.tracking import TrackingConfig
 from ablate.synthetic import TaskConfig
 
 DISPLAY = {
@@ -24,51 +27,7 @@ DISPLAY = {
 }  # fmt: skip
 
 
-class _Strict(BaseModel):
-    # Frozen: a validated spec is a value; changes go through ``model_copy(update=...)``.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Space(_Strict):
-    """A search space for one value: exactly one of the keys."""
-
-    grid: list[Any] | None = None
-    choice: list[Any] | None = None
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-    randint: tuple[int, int] | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Space:
-        given = [
-            k for k in ("grid", "choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None
-        ]
-        if len(given) != 1:
-            raise ValueError("a search space has exactly one of grid, choice, uniform, loguniform, randint")
-        values = getattr(self, given[0])
-        if given[0] in ("grid", "choice") and not values:
-            raise ValueError(f"{given[0]} is empty; list at least one value")
-        if given[0] in ("uniform", "loguniform", "randint") and not values[0] < values[1]:
-            raise ValueError(f"{given[0]} needs [low, high] with low < high, got {list(values)}")
-        if given[0] == "loguniform" and values[0] <= 0:
-            raise ValueError("loguniform needs low > 0")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(
-            k for k in ("grid", "choice", "uniform", "loguniform", "randint") if getattr(self, k) is not None
-        )
-
-    @property
-    def values(self) -> Any:
-        return getattr(self, self.kind)
-
-
-Value = float | int | bool | str | Space
-
-
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     name_or_path: str = Field("builtin:tiny", description="Hub id, local directory, or builtin:tiny.")
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -76,7 +35,7 @@ class ModelConfig(_Strict):
     gradient_checkpointing: bool = False
 
 
-class LoraConfig(_Strict):
+class LoraConfig(Strict):
     """A LoRA adapter (peft) trained instead of the whole policy; the start point stays frozen."""
 
     r: int = Field(16, ge=1, description="Rank of the adapter's two matrices.")
@@ -92,7 +51,7 @@ class LoraConfig(_Strict):
 LoraValue = Value | list[str]
 
 
-class LoraSection(_Strict):
+class LoraSection(Strict):
     """``model.lora`` in the sweep file: a ``LoraConfig`` whose fields may be search spaces."""
 
     r: int | Space = Field(16, description="Rank of the adapter's two matrices.")
@@ -117,7 +76,7 @@ class SweepModelConfig(ModelConfig):
     )
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     source: str = Field(
         "builtin:synthetic",
         description="builtin:synthetic, a .jsonl/.json/.parquet file, a directory written by `datasets`' "
@@ -184,7 +143,7 @@ def task_points(data: DataConfig) -> list[dict[str, Any]]:
     ]
 
 
-class SFTConfig(_Strict):
+class SFTConfig(Strict):
     """Training of the start point (built-in model only; real users pass an SFT checkpoint)."""
 
     epochs: int = Field(6, ge=1)
@@ -193,7 +152,7 @@ class SFTConfig(_Strict):
     seed: int = 0
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(Strict):
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(16, ge=1, description="Pairs per micro-batch (per worker).")
     grad_accum: int = Field(1, ge=1)
@@ -211,102 +170,7 @@ class TrainingConfig(_Strict):
     )
 
 
-BUILTIN_JUDGES = ("builtin:oracle", "builtin:reward-model")
-
-
-class JudgeSpec(_Strict):
-    """One judge of the generations (``evaluation.judges``); a plain string is short for ``{name: ...}``."""
-
-    name: str = Field(
-        description="builtin:oracle, builtin:reward-model, or a sequence-classification reward model "
-        "(hub id or local directory)."
-    )
-    label: str | None = Field(
-        None, description="Name in metric names (win_rate@<label>); default: the name (a local directory's folder name)."
-    )
-    trust_remote_code: bool = Field(
-        False, description="Run the judge's own model code (ArmoRM-style judges); only for code you have read."
-    )
-    max_length: int = Field(4096, ge=8, description="Tokens per judged prompt+response; longer inputs are left-truncated and counted.")
-    batch_size: int = Field(8, ge=1)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-
-    @field_validator("name")
-    @classmethod
-    def _known_builtin(cls, v: str) -> str:
-        if v.startswith("builtin:") and v not in BUILTIN_JUDGES:
-            hint = difflib.get_close_matches(v, BUILTIN_JUDGES, n=1)
-            raise ValueError(
-                f"unknown judge {v!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                + f"; built-in judges: {', '.join(BUILTIN_JUDGES)}, or give a reward model's hub id or directory"
-            )
-        return v
-
-    @property
-    def id(self) -> str:
-        """The judge's name in metric names and files."""
-        if self.label:
-            return self.label
-        if self.name.startswith(("/", ".", "~")):
-            return self.name.rstrip("/").rsplit("/", 1)[-1]
-        return self.name
-
-
-class GenerationConfig(_Strict):
-    """How trials and the baseline generate on the evaluation prompts (the same settings for both)."""
-
-    temperature: float = Field(0.0, ge=0, description="0: greedy; > 0: sampling at this temperature.")
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1, description="Default: evaluation.max_new_tokens.")
-    stop_token_ids: list[int] = Field(default_factory=list, description="Token ids that end a generation, besides EOS.")
-    seed: int = Field(0, description="Seed of sampling (the same for every trial and the baseline).")
-
-
-class EvalConfig(_Strict):
-    batch_size: int = Field(64, ge=1)
-    generate: bool = True
-    num_prompts: int = Field(128, ge=1, description="Evaluation prompts to generate on (the first ones).")
-    max_new_tokens: int = Field(16, ge=1)
-    prompts: str = Field(
-        "held_out",
-        description="held_out (the held-out pairs' prompts), or a .jsonl/.json/.parquet file, hf:// file or hub "
-        "dataset with an instruction field (e.g. AlpacaEval's 805 instructions).",
-    )
-    prompt_field: str = Field("instruction", description="The prompt field of `prompts` (not held_out).")
-    prompt_split: str = Field("eval", description="The split of a hub dataset given as `prompts`.")
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    judges: list[JudgeSpec] | None = Field(
-        None,
-        description="Judges of the generations against the start point's: win_rate@<judge> and "
-        "lc_win_rate@<judge> per judge. Default: [builtin:oracle] on the built-in task, none elsewhere.",
-    )
-    every_steps: int | None = Field(
-        None,
-        ge=1,
-        description="Also report held-out reward_accuracy and reward_margin (no generation) at the first "
-        "logging step at or after every multiple of this many training steps; needed by `scheduler: asha` "
-        "on those metrics.",
-    )
-
-    @field_validator("judges", mode="before")
-    @classmethod
-    def _judge_shorthand(cls, v: Any) -> Any:
-        return [{"name": j} if isinstance(j, str) else j for j in v] if isinstance(v, list) else v
-
-    @model_validator(mode="after")
-    def _distinct_judges(self) -> EvalConfig:
-        ids = [j.id for j in self.judges or []]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"judges: two judges share a name ({', '.join(ids)}); give one a `label`")
-        return self
-
-    @property
-    def new_tokens(self) -> int:
-        """The generation budget: generation.max_new_tokens, else max_new_tokens."""
-        return self.generation.max_new_tokens or self.max_new_tokens
-
-
-class ResourceAmounts(_Strict):
+class ResourceAmounts(Strict):
     """What a trial reserves; ``Resources`` adds the sweep file's check of which fields were written."""
 
     cpus: float = Field(1, gt=0, description="CPUs per trial.")
@@ -336,7 +200,7 @@ class Resources(ResourceAmounts):
             )
 
 
-class DeepSpeedSettings(_Strict):
+class DeepSpeedSettings(Strict):
     """DeepSpeed settings of multi-worker trials (``resources.workers`` > 1)."""
 
     stage: Literal[0, 1, 2, 3] = Field(3, description="ZeRO stage: 0 (plain data parallel), 1, 2 or 3.")
@@ -368,7 +232,7 @@ class DeepSpeedSection(DeepSpeedSettings):
         return self
 
 
-class SchedulerConfig(_Strict):
+class SchedulerConfig(Strict):
     """Early stopping of unpromising trials; ``scheduler: asha`` is short for ``{type: asha}``."""
 
     type: Literal["none", "asha"] = "none"
@@ -386,57 +250,7 @@ class SchedulerConfig(_Strict):
     reduction_factor: float = Field(2.0, gt=1, description="Keep the best 1/reduction_factor at each rung.")
 
 
-class MLflowTracking(_Strict):
-    """One MLflow run per trial under a parent run per sweep (Ray Tune's MLflowLoggerCallback)."""
-
-    tracking_uri: str | None = Field(
-        None,
-        description="http(s)://host:port of a tracking server, a local path or sqlite:///file.db (default: "
-        "MLFLOW_TRACKING_URI, else ./mlruns). Credentials only from the environment "
-        "(MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN), never in the URI.",
-    )
-    experiment_name: str | None = Field(None, description="Default: the sweep's name.")
-
-    @field_validator("tracking_uri")
-    @classmethod
-    def _no_credentials(cls, v: str | None) -> str | None:
-        from urllib.parse import urlsplit
-
-        if v and urlsplit(v).password is not None:
-            raise ValueError(
-                "the URI holds a password, which would end up in the sweep's records; remove it and set "
-                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment instead"
-            )
-        return v
-
-
-class WandbTracking(_Strict):
-    """One W&B run per trial, grouped by sweep (Ray Tune's WandbLoggerCallback). The API key only from
-    the environment (WANDB_API_KEY) or `wandb login`."""
-
-    project: str | None = Field(None, description="Default: the sweep's name.")
-    entity: str | None = Field(None, description="Team or user (default: your default entity).")
-    group: str | None = Field(None, description="Default: the sweep's name.")
-    mode: Literal["online", "offline"] = Field(
-        "online", description="offline: run directories only (sync later with `wandb sync`)."
-    )
-
-
-class TrackingConfig(_Strict):
-    """Experiment trackers the sweep logs to; several at once are fine, none by default."""
-
-    mlflow: MLflowTracking | None = None
-    wandb: WandbTracking | None = None
-    tensorboard: bool = Field(
-        False, description="TensorBoard event files, one run per trial, in <storage>/<name>/tensorboard/."
-    )
-
-    @property
-    def any(self) -> bool:
-        return self.mlflow is not None or self.wandb is not None or self.tensorboard
-
-
-class MethodEntry(_Strict):
+class MethodEntry(Strict):
     method: str
     name: str | None = Field(None, description="Label in reports; defaults to the method's display name.")
     hparams: dict[str, Value] = Field(default_factory=dict)
@@ -472,7 +286,7 @@ class MethodEntry(_Strict):
         return label
 
 
-class StageFrom(_Strict):
+class StageFrom(Strict):
     """Where a stage's fixed values come from: an earlier stage's best settings of each method entry."""
 
     stage: str | None = Field(None, description="The earlier stage to take winners from (default: the previous one).")
@@ -481,7 +295,7 @@ class StageFrom(_Strict):
     )
 
 
-class Stage(_Strict):
+class Stage(Strict):
     """One stage of a staged sweep (``stages:``): what it searches, where the rest comes from, and its
     own search settings (each defaults to the sweep's). ``ablate.spec.stages`` turns it into a sweep."""
 
@@ -532,7 +346,7 @@ class Stage(_Strict):
         return {"type": v} if isinstance(v, str) else v
 
 
-class SweepSpec(_Strict):
+class SweepSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     storage: str = Field("results", description="Local path or URI (s3://, gs://) where results go.")
     cache_dir: str = Field(

@@ -8,7 +8,7 @@ are metrics and at which step, and the sweep's tracking record. Ray-free.
 
 Secrets never pass through here: trackers read their credentials from the environment themselves
 (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``, ``WANDB_API_KEY``), the sweep file cannot hold
-them (``ablate.spec.schema.MLflowTracking``), and the record written next to the results holds only
+them (``ablate.spec.tracking.MLflowTracking``), and the record written next to the results holds only
 where the runs are.
 """
 
