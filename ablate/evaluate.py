@@ -76,6 +76,16 @@ def implicit_rewards(
     return r_w, r_l
 
 
+def spearman(x, y) -> float:
+    """Spearman's rho: the Pearson correlation of the average ranks (ties share theirs), NaN for a
+    constant input. By pandas, which every worker imports: ``scipy.stats`` would cost each worker's
+    first trial ~25 MB and ~0.5 s to import, inside that trial's memory and time (docs/benchmarks.md)."""
+    import pandas as pd
+
+    ranks = pd.DataFrame({"x": x, "y": y}).rank()
+    return float(ranks["x"].corr(ranks["y"]))
+
+
 def preference_metrics(
     method: str, hparams: dict, policy: PairLogps, ref: PairLogps | None
 ) -> dict[str, float]:
@@ -85,9 +95,7 @@ def preference_metrics(
     avg_l = policy.rejected / policy.rejected_len.clamp(min=1)
     avg = torch.cat([avg_w, avg_l])
     lengths = torch.cat([policy.chosen_len, policy.rejected_len])
-    from scipy.stats import spearmanr  # imported here: scipy.stats costs every worker 0.2 s at start-up
-
-    rho = spearmanr(avg.numpy(), lengths.numpy()).statistic
+    rho = spearman(avg.numpy(), lengths.numpy())
     # Ranking agreement: does the reward order the pair the same way as average log-likelihood?
     agree = (torch.sign(r_w - r_l) == torch.sign(avg_w - avg_l)).float().mean()
     return {

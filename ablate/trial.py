@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import random
-import resource
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -23,6 +21,7 @@ from ablate import checkpoint as ckpt_mod
 from ablate import evaluate, faults, models, preference, reference, shared_prompt, trial_config, worker_cache
 from ablate.backends import Backend, StepperSetup
 from ablate.backends.single import SingleProcess
+from ablate.memory import MemoryProbe
 from ablate.train import Diverged, Hooks, Stepper, TrainSettings, total_steps, train
 from ablate.trial_config import TrialConfig
 
@@ -51,15 +50,18 @@ def run_trial(
     cfg = trial_config.parse(cfg)
     clock = Clock()
     backend = backend or SingleProcess(cfg)
-    reset_peak_memory(backend.device)
     seed_everything(cfg.seed)
     tokenizer = models.load_tokenizer(cfg.start.path, cfg.model.trust_remote_code)
-    policy = backend.load_policy(cfg)
     splits = worker_cache.tokenized_splits(cfg, tokenizer)
-    clock.train_start = time.perf_counter()
+    backend.warm_up(cfg)
+    # From here on, memory is the trial's own: the worker's caches (data, start point) are loaded.
+    memory = MemoryProbe.start(backend.device)
+    policy = backend.load_policy(cfg)
+    clock.start_training()
     ref = reference.prepare(cfg, backend, splits.train, tokenizer.pad_token_id)
     prior = Prior.of(resume, policy)
     run = train_policy(cfg, backend, policy, ref, splits, tokenizer.pad_token_id, Reporter(report, report_checkpoint), prior, clock)
+    train_cpu_s = clock.training_cpu_s()  # over the span of run.runtime_s
 
     metrics = {"status": run.status, "train_loss": run.last.get("train_loss", float("nan")),
                "runtime_s": prior.runtime_s + run.runtime_s, **run.extra, **splits.counts}  # fmt: skip
@@ -76,7 +78,12 @@ def run_trial(
         metrics["tokens_per_s"] = backend.reduce([run.tokens])[0] / max(run.runtime_s, 1e-9)  # of this attempt
         metrics.update(backend.finish(tokenizer))
     metrics["steps"] = run.steps
-    metrics["peak_memory_mb"] = backend.reduce([peak_memory_mb(backend.device)], "max")[0]  # the busiest worker
+    # The busiest worker's: the process's peak, the trial's own growth over its start (ablate.memory),
+    # and the CPU time of this attempt's training (apart from wall time, it does not stretch with the
+    # machine's other load).
+    metrics["peak_memory_mb"], metrics["peak_memory_growth_mb"], metrics["runtime_cpu_s"] = backend.reduce(
+        [memory.peak_mb(), memory.growth_mb(), train_cpu_s], "max"
+    )
     metrics.update(clock.metrics(), **backend.trial_metrics())
     report(metrics)
     return metrics
@@ -89,7 +96,11 @@ class Clock:
     start: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)  # Unix time, as Ray's clocks
     train_start: float = 0.0
+    train_start_cpu: float = 0.0
     first_step: float | None = None
+
+    def start_training(self) -> None:
+        self.train_start, self.train_start_cpu = time.perf_counter(), time.process_time()
 
     def after_step(self, _step: int) -> None:
         if self.first_step is None:  # start-up cost of the trial: entry to the end of its first step
@@ -98,8 +109,13 @@ class Clock:
     def training_s(self) -> float:
         return time.perf_counter() - self.train_start
 
+    def training_cpu_s(self) -> float:
+        """The process's CPU time since training started (all its threads)."""
+        return time.process_time() - self.train_start_cpu
+
     def metrics(self) -> dict[str, float]:
-        out = {"trial_s": time.perf_counter() - self.start}
+        # started_at orders the trials of a sweep by when they started (the report's order check).
+        out = {"trial_s": time.perf_counter() - self.start, "started_at": self.started_at}
         if self.first_step is not None:
             out["first_step_s"] = self.first_step - self.start
             out["first_step_at"] = self.started_at + out["first_step_s"]
@@ -250,26 +266,3 @@ class StepLogger:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start this trial's peak from now, not from an earlier trial in a reused worker process."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:  # Linux: writing 5 resets the process's peak resident set size (VmHWM)
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,9 +1,10 @@
-"""``python -m bench [--quick] [--only NAME ...]``: the three benchmarks, each printing ratios measured
+"""``python -m bench [--quick] [--only NAME ...]``: the four benchmarks, each printing ratios measured
 side by side in one run (also runnable alone: ``python -m bench.trainer_vs_trl`` and so on).
 
 1. ``trainer_vs_trl``: ablate's trial trainer vs TRL's CPOTrainer (SimPO) and DPOTrainer.
 2. ``simpo_vs_dpo``: runtime and peak memory of the same trial under SimPO and DPO.
 3. ``sweep_overhead``: a sweep's wall time vs its ideal on local Ray, and each trial's start-up.
+4. ``worker_drift``: whether identical trials' costs move with their place in a reused worker.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import simpo_vs_dpo, sweep_overhead, trainer_vs_trl
+from bench import simpo_vs_dpo, sweep_overhead, trainer_vs_trl, worker_drift
 
 BENCHMARKS = {
     "trainer_vs_trl": lambda quick: trainer_vs_trl.run(quick),
     "simpo_vs_dpo": lambda quick: simpo_vs_dpo.run(quick),
     "sweep_overhead": lambda quick: sweep_overhead.run(quick),
+    "worker_drift": lambda quick: worker_drift.run(quick),
 }
 
 

@@ -34,7 +34,8 @@ def test_paper_sweep_dry_run(name, capsys, monkeypatch):
     assert run_main([str(path), "--dry-run"]) == 0  # the CLI's own entry point, in process
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == f"{EXPECTED_TRIALS} trials"
-    assert all(line.endswith("8 workers x (cpu=8.0 gpu=1.0), ZeRO-3") for line in lines[1:-1])
+    assert lines[0].startswith("order: interleaved")  # then the header, the trials, the count
+    assert all(line.endswith("8 workers x (cpu=8.0 gpu=1.0), ZeRO-3") for line in lines[2:-1])
 
     model, data, beta, ratio, lr = PAPER[name]
     spec = spec_mod.load_sweep(path)

@@ -4,13 +4,14 @@ import math
 
 import pytest
 
+from ablate import worker_cache
 from ablate.trial import run_trial
 from tests.conftest import make_trial
 
 FINAL_METRICS = [
     "reward_accuracy", "reward_margin", "chosen_avg_logp", "rejected_avg_logp", "length_logp_spearman",
     "reward_likelihood_agreement", "gen_length", "oracle_win_rate", "runtime_s", "peak_memory_mb",
-    "tokens_per_s", "train_loss",
+    "tokens_per_s", "train_loss", "peak_memory_growth_mb", "runtime_cpu_s", "started_at",
 ]  # fmt: skip
 
 
@@ -37,6 +38,22 @@ def test_same_config_and_seed_give_the_same_metrics(small_spec, start):
     a, b = run_trial(cfg, lambda _: None), run_trial(cfg, lambda _: None)
     for k in ("train_loss", "reward_accuracy", "reward_margin", "oracle_win_rate"):
         assert a[k] == b[k]
+
+
+def test_a_workers_first_trial_warms_the_worker_and_trains_as_later_ones(small_spec, start, monkeypatch):
+    cfg = make_trial(small_spec, start, "dpo", reference="online")
+    later = run_trial(cfg, lambda _: None)
+    # As in a fresh worker process: its caches empty and no training step taken yet. The warm-up before
+    # the memory baseline loads them and takes a throwaway step, without touching the seeded RNG.
+    monkeypatch.setattr(worker_cache, "_models", {})
+    monkeypatch.setattr(worker_cache, "_tokenized", {})
+    monkeypatch.setattr(worker_cache, "_stepped", set())
+    first = run_trial(cfg, lambda _: None)
+    assert worker_cache._models and worker_cache._stepped  # warmed up by the trial
+    for k in ("train_loss", "reward_accuracy", "reward_margin", "oracle_win_rate"):
+        assert first[k] == later[k], k
+    for final in (first, later):  # the trial's own memory: policy, reference, optimizer, activations
+        assert 0 < final["peak_memory_growth_mb"] <= final["peak_memory_mb"]
 
 
 def test_online_and_precomputed_reference_give_the_same_losses(small_spec, start):

@@ -49,6 +49,11 @@ class Backend(Protocol):
         """Where forward passes run (autocast, attention kernels)."""
         ...
 
+    def warm_up(self, cfg: TrialConfig) -> None:
+        """Load what this process keeps for every trial (the worker's caches) before the trial's
+        memory baseline (``ablate.memory``): they are the worker's memory, not the trial's."""
+        ...
+
     def load_policy(self, cfg: TrialConfig) -> torch.nn.Module: ...
 
     def load_reference(self, cfg: TrialConfig) -> torch.nn.Module:

@@ -159,6 +159,9 @@ class DeepSpeedWorker:
         # DeepSpeed casts the model itself; the context only picks the GPU's attention kernels.
         return models.compute_context(self.device, torch.float32)
 
+    def warm_up(self, cfg: TrialConfig) -> None:
+        pass  # each trial's Ray Train workers are new processes, which keep nothing across trials
+
     def load_policy(self, cfg: TrialConfig) -> torch.nn.Module:
         m = cfg.model
         return models.load_model(cfg.start.path, self.device, self.dtype, m.trust_remote_code, True,

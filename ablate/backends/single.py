@@ -30,6 +30,12 @@ class SingleProcess:
     def compute(self) -> contextlib.AbstractContextManager:
         return models.compute_context(self.device, self.dtype)
 
+    def warm_up(self, cfg: TrialConfig) -> None:
+        trust = cfg.model.trust_remote_code
+        dtypes = [models.master_dtype(self.dtype)] + ([self.dtype] if cfg.reference else [])
+        worker_cache.warm(cfg.start.path, dtypes, trust)
+        worker_cache.first_step(cfg.start.path, self.device, self.dtype, trust)
+
     def load_policy(self, cfg: TrialConfig) -> torch.nn.Module:
         m = cfg.model
         return worker_cache.start_point_model(

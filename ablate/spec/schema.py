@@ -311,6 +311,14 @@ class SweepSpec(_Strict):
         "data loaded once per worker). false: a fresh process per trial (~4 s more per trial), so nothing "
         "carries over and Ray cannot move a waiting trial onto another node's free worker.",
     )
+    order: Literal["interleaved", "file"] = Field(
+        "interleaved",
+        description="Run order of a grid sweep's trials. interleaved: each method's trials (settings and seeds) "
+        "in a seeded random order, spread evenly over the sweep, so no method runs systematically later "
+        "(costs measured on a shared or warming machine stay comparable); file: in the order of the file's "
+        "expansion (method entries, then grid points, then seeds).",
+    )
+    order_seed: int = Field(0, description="Seed of the interleaved order (`order: interleaved`).")
 
     @field_validator("scheduler", mode="before")
     @classmethod
