@@ -1,19 +1,20 @@
-"""A trial's memory: the process's peak during the trial, and the trial's own growth over its start.
+"""A trial's memory: the process's peak during the trial, and the trial's own growth.
 
 * ``peak_memory_mb``: the process's peak during the trial (CPU: the peak resident set size, VmHWM,
   reset at the trial's start; CUDA: ``torch.cuda.max_memory_allocated``, reset likewise). In a reused
   worker it includes whatever the process held when the trial started: the interpreter and its
   imports, the worker's caches, and anything earlier trials left behind.
-* ``peak_memory_growth_mb``: that peak minus the process's memory at the trial's start (CPU: resident
-  set size; CUDA: memory allocated), the memory the trial itself needed. The start is taken once the
-  worker's caches are loaded and the process has taken its first training step
-  (``Backend.warm_up``), so it does not depend on what ran before in the worker: it is the measure
-  that compares methods (docs/reports.md).
+* ``peak_memory_growth_mb``: how far that peak rose above what the process held at the trial's start
+  (CPU: resident set size; CUDA: memory allocated) or, in a reused worker, after the trial, whichever
+  is larger: the trial's working memory. What a worker's first trial sets up for the worker (its
+  caches of data and start point, imported modules, torch's first-use set-up) stays after the trial
+  and is not counted, so a trial's growth does not depend on what ran before it in the worker: it
+  is the measure that compares methods (docs/reports.md).
 
-Also the allocator setting of Ray workers (``WORKER_ENV``): with glibc's default (8 malloc arenas
-per core), a reused Ray Tune worker's resident memory grew ~5 MB with every trial, even with a trial
-function that does nothing, while its Python objects stayed the same; with one or two arenas it
-stays flat (measured: docs/benchmarks.md, "Cost drift in a reused worker").
+Also the allocator setting of Ray workers (``WORKER_ENV``): a reused Ray Tune worker's resident
+memory grew by ~9 MB with every trial while its Python objects stayed the same; the memory a trial
+freed stayed in glibc's malloc arenas (8 per core by default). Two arenas, and ``malloc_trim`` at
+each trial's start, keep it flat (measured: docs/benchmarks.md, "Cost drift in a reused worker").
 """
 
 from __future__ import annotations
@@ -106,8 +107,16 @@ class MemoryProbe:
     def peak_mb(self) -> float:
         return peak_mb(self.device)
 
-    def growth_mb(self) -> float:
-        """Peak minus the memory at the start (NaN where the peak could not be reset)."""
+    def settled_mb(self) -> float:
+        """What the process holds once garbage is collected and freed memory returned: after a trial
+        whose objects are gone, what it left behind for the worker."""
+        gc.collect()
+        release_free_memory()
+        return current_mb(self.device)
+
+    def growth_mb(self, end_mb: float | None = None) -> float:
+        """How far the peak rose above the process's memory at the start or, given ``end_mb``, at the
+        end, whichever is larger (NaN where the peak could not be reset)."""
         if not self.reset:
             return float("nan")
-        return max(0.0, self.peak_mb() - self.start_mb)
+        return max(0.0, self.peak_mb() - max(self.start_mb, end_mb or 0.0))

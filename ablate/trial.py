@@ -50,21 +50,39 @@ def run_trial(
     cfg = trial_config.parse(cfg)
     clock = Clock()
     backend = backend or SingleProcess(cfg)
+    memory = MemoryProbe.start(backend.device)
+    metrics = train_and_evaluate(cfg, backend, clock, Reporter(report, report_checkpoint), save_artifact, resume)
+    # The trial's objects are gone now. In a reused worker, what the process still holds that it did
+    # not hold at the start (caches the trial filled, modules it imported, kernels it set up) is the
+    # worker's from now on, not this trial's working memory (ablate.memory).
+    end = memory.settled_mb() if backend.process_reused else None
+    # The busiest worker's: the process's peak, the trial's own growth, and the CPU time of this
+    # attempt's training (unlike wall time, it does not stretch with the machine's other load).
+    metrics["peak_memory_mb"], metrics["peak_memory_growth_mb"], metrics["runtime_cpu_s"] = backend.reduce(
+        [memory.peak_mb(), memory.growth_mb(end), metrics["runtime_cpu_s"]], "max"
+    )
+    metrics.update(clock.metrics(), **backend.trial_metrics())
+    report(metrics)
+    return metrics
+
+
+def train_and_evaluate(
+    cfg: TrialConfig, backend: Backend, clock: Clock, reporter: Reporter, save_artifact: SaveArtifact | None,
+    resume: dict | None,
+) -> dict:  # fmt: skip
+    """The trial's phases (load, reference, train, evaluate) and its final metrics but memory."""
     seed_everything(cfg.seed)
     tokenizer = models.load_tokenizer(cfg.start.path, cfg.model.trust_remote_code)
-    splits = worker_cache.tokenized_splits(cfg, tokenizer)
-    backend.warm_up(cfg)
-    # From here on, memory is the trial's own: the worker's caches (data, start point) are loaded.
-    memory = MemoryProbe.start(backend.device)
     policy = backend.load_policy(cfg)
+    splits = worker_cache.tokenized_splits(cfg, tokenizer)
     clock.start_training()
     ref = reference.prepare(cfg, backend, splits.train, tokenizer.pad_token_id)
     prior = Prior.of(resume, policy)
-    run = train_policy(cfg, backend, policy, ref, splits, tokenizer.pad_token_id, Reporter(report, report_checkpoint), prior, clock)
-    train_cpu_s = clock.training_cpu_s()  # over the span of run.runtime_s
+    run = train_policy(cfg, backend, policy, ref, splits, tokenizer.pad_token_id, reporter, prior, clock)
 
     metrics = {"status": run.status, "train_loss": run.last.get("train_loss", float("nan")),
-               "runtime_s": prior.runtime_s + run.runtime_s, **run.extra, **splits.counts}  # fmt: skip
+               "runtime_s": prior.runtime_s + run.runtime_s, "runtime_cpu_s": clock.training_cpu_s(),
+               **run.extra, **splits.counts}  # fmt: skip
     if prior.step:
         metrics["resumed_from_step"] = prior.step
     if run.status == "finished":
@@ -78,14 +96,6 @@ def run_trial(
         metrics["tokens_per_s"] = backend.reduce([run.tokens])[0] / max(run.runtime_s, 1e-9)  # of this attempt
         metrics.update(backend.finish(tokenizer))
     metrics["steps"] = run.steps
-    # The busiest worker's: the process's peak, the trial's own growth over its start (ablate.memory),
-    # and the CPU time of this attempt's training (apart from wall time, it does not stretch with the
-    # machine's other load).
-    metrics["peak_memory_mb"], metrics["peak_memory_growth_mb"], metrics["runtime_cpu_s"] = backend.reduce(
-        [memory.peak_mb(), memory.growth_mb(), train_cpu_s], "max"
-    )
-    metrics.update(clock.metrics(), **backend.trial_metrics())
-    report(metrics)
     return metrics
 
 

@@ -22,7 +22,6 @@ from ablate import data as data_mod
 from ablate import models
 from ablate.cache import atomic_write_json, cache_key
 from ablate.data import TokenizedPair
-from ablate.train import adamw
 from ablate.trial_config import TrialConfig
 
 TOKENIZED_VERSION = 2
@@ -130,69 +129,20 @@ def start_point_model(
 ) -> torch.nn.Module:
     """``ablate.models.load_model`` of the start point, from a pristine copy kept in this process when
     the model is small (a reused worker reads it from disk once, not once per trial)."""
-    model, kept = _pristine(name_or_path, dtype, trust_remote_code)
-    if model is None:
+    key = (name_or_path, str(dtype), json.dumps(_weights_stamp(name_or_path), default=str))
+    if trust_remote_code or key in _too_big:  # a model's own code may not survive a deep copy
         return models.load_model(
             name_or_path, device, dtype, trust_remote_code, trainable, gradient_checkpointing
         )
-    return models.prepare((copy.deepcopy(model) if kept else model).to(device), trainable, gradient_checkpointing)
-
-
-def warm(name_or_path: str, dtypes: list[torch.dtype], trust_remote_code: bool = False) -> None:
-    """Load the pristine start point in each of ``dtypes`` into this process's cache now, so that a
-    worker's first trial does not count it in its own memory (``ablate.memory``). Only a local model
-    directory whose weight files fit the cache is loaded here: a bigger one is never kept, and a hub
-    id's size is unknown until it is loaded (its first trial then counts the cached copy)."""
-    p = Path(name_or_path).expanduser()
-    if trust_remote_code or not p.is_dir():
-        return
-    weights = sum(f.stat().st_size for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt"))
-    if weights > MODEL_CACHE_MAX_BYTES // 2:  # float32 may be twice the size on disk (bf16 files)
-        return
-    for dtype in dict.fromkeys(dtypes):
-        _pristine(name_or_path, dtype, trust_remote_code)
-
-
-_stepped: set[tuple[str, str]] = set()  # (device, compute dtype) this process has taken a step on
-
-
-def first_step(name_or_path: str, device: torch.device, compute: torch.dtype, trust_remote_code: bool = False) -> None:
-    """Once per process, device and compute dtype: a training step of a copy of the cached start point
-    on two 8-token rows. What torch sets up on its first forward, backward and fused AdamW step
-    (kernels, autograd, lazily imported modules; ~10 MB on CPU, measured) then belongs to the
-    worker, as its caches do, instead of to whichever trial it runs first. RNG-neutral: the trial's
-    seeded random state is untouched. Skipped for a model the cache does not keep (big ones, where
-    those megabytes do not matter)."""
-    model, kept = _pristine(name_or_path, models.master_dtype(compute), trust_remote_code)
-    if (str(device), str(compute)) in _stepped or model is None or not kept:
-        return
-    _stepped.add((str(device), str(compute)))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        policy = models.prepare(copy.deepcopy(model).to(device), trainable=True)
-        optimizer = adamw(list(policy.parameters()), lr=0.0, weight_decay=0.0)
-        ids = torch.zeros((2, 8), dtype=torch.long, device=device)  # token 0 exists in every vocabulary
-        with models.compute_context(device, compute):
-            loss = policy(input_ids=ids).logits.float().logsumexp(-1).mean()
-        loss.backward()
-        optimizer.step()
-
-
-def _pristine(name_or_path: str, dtype: torch.dtype, trust_remote_code: bool) -> tuple[torch.nn.Module | None, bool]:
-    """The pristine start point in ``dtype`` and whether this process keeps it (then callers copy it).
-    (None, False) for a model that is never kept: one with its own code, or a known big one; a big
-    model found on its first load is handed over as loaded, to the caller alone."""
-    key = (name_or_path, str(dtype), json.dumps(_weights_stamp(name_or_path), default=str))
-    if trust_remote_code or key in _too_big:  # a model's own code may not survive a deep copy
-        return None, False
     pristine = _models.get(key)
     if pristine is None:
         model = models.load_model(name_or_path, torch.device("cpu"), dtype, trainable=False)
         if sum(p.numel() * p.element_size() for p in model.parameters()) > MODEL_CACHE_MAX_BYTES:
             _too_big.add(key)
-            return model, False
+            return models.prepare(model.to(device), trainable, gradient_checkpointing)
         # One start point per worker is the common case; never hoard several. Its copies in other
         # dtypes stay: under bf16 a DPO trial loads a float32 policy and a bf16 reference.
         for other in [k for k in _models if k[::2] != key[::2]]:
             del _models[other]
         _models[key] = pristine = model
-    return pristine, True
+    return models.prepare(copy.deepcopy(pristine).to(device), trainable, gradient_checkpointing)

@@ -12,7 +12,7 @@ within a worker (least squares on the trial's number in its worker, workers' mea
 percent of the mean, with a 95 % interval. Target: no trend, |rho| < 0.3 or a slope under 1 % per
 trial. Wall-clock time also follows the machine's other load, which CPU time does not.
 
-    python -m bench.worker_drift [--quick] [--trials N]
+    python -m bench.worker_drift [--quick] [--trials N] [--table] [--wide]
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def run_sweep(spec, start: dict, arenas: str) -> list[dict]:
 
 
 def started(m: dict) -> float:
-    return m.get("started_at", m["first_step_at"] - m["first_step_s"])
+    """When the trial started (records from before ``started_at``: first step end minus the time to it)."""
+    return m["started_at"] if "started_at" in m else m["first_step_at"] - m["first_step_s"]
 
 
 def trend(metrics: list[dict], cost: str) -> dict:
@@ -93,7 +94,7 @@ def trend(metrics: list[dict], cost: str) -> dict:
             "half": 100 * half / mean, "workers": len(workers)}  # fmt: skip
 
 
-def run(quick: bool = False, trials: int = 12, log=print) -> dict:
+def run(quick: bool = False, trials: int = 12, log=print, table: bool = False, wide: bool = False) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -106,22 +107,39 @@ def run(quick: bool = False, trials: int = 12, log=print) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-drift-") as storage:
         spec = sweep_spec(quick, cache_dir, storage)
         spec = spec.model_copy(update={"name": "bench-drift", "seeds": list(range(trials)), "max_concurrent": SLOTS})
+        if wide:  # benchmark 2's wider model, one epoch: the trial's own memory ~10x the tiny model's
+            from bench.simpo_vs_dpo import MODEL
+
+            model = spec.model.model_copy(update={"tiny": spec.model.tiny.model_copy(update=MODEL)})
+            spec = spec.model_copy(update={"model": model, "training": spec.training.model_copy(update={"epochs": 1})})
         start = startpoint.prepare_sweep(spec, log=lambda *_: None)
         for name, arenas in CONFIGS.items():
             metrics = run_sweep(spec, start, arenas)
             out[name] = {cost: trend(metrics, cost) for cost in COSTS}
+            if table:
+                log(f"{name}: start order, worker, trial in worker, " + ", ".join(COSTS))
+                seen: dict[tuple, int] = {}
+                for i, m in enumerate(sorted(metrics, key=started)):
+                    w = (m["process_id"], m["process_started_at"])
+                    seen[w] = seen.get(w, -1) + 1
+                    values = " ".join(f"{m.get(c, math.nan):8.2f}" for c in COSTS)
+                    log(f"  {i:3d} {list(dict.fromkeys(seen)).index(w):3d} {seen[w]:3d}  {values}")
+    model = "benchmark 2's 4 x 256 model, one epoch" if wide else "settings of sweeps/gamma.yaml"
     log(
-        f"Benchmark 4: {trials} identical trials (SimPO, settings of sweeps/gamma.yaml, seeds 0-{trials - 1}) on "
+        f"Benchmark 4: {trials} identical trials (SimPO, {model}, seeds 0-{trials - 1}) on "
         f"{SLOTS} reused workers of local Ray; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
-    log(f"  {'worker malloc arenas':<28}{'cost':<16}{'mean':>10}{'ρ(order)':>10}{'p':>8}   slope per trial in a worker")
+    log(f"  {'worker malloc arenas':<28}{'cost':<16}{'mean':>13}{'ρ(order)':>8}{'p':>8}   slope per trial in a worker")
     for name, costs in out.items():
         for cost, t in costs.items():
+            if not math.isfinite(t["mean"]):
+                log(f"  {name:<28}{NAMES[cost]:<16}{'not reported':>12}")
+                continue
             unit = "s" if "runtime" in cost else "MB"
-            ok = abs(t["rho"]) < 0.3 or abs(t["slope"]) < 1.0
+            verdict = "meets the target" if abs(t["rho"]) < 0.3 or abs(t["slope"]) < 1.0 else "misses the target"
             log(
-                f"  {name:<28}{NAMES[cost]:<16}{t['mean']:>8.2f}{unit:<2}{t['rho']:>+10.2f}{t['p']:>8.3f}   "
-                f"{t['slope']:+.2f} % ± {t['half']:.2f}  {'(no trend)' if ok else '(TREND)'}"
+                f"  {name:<28}{NAMES[cost]:<16}{t['mean']:>9.2f} {unit:<3}{t['rho']:>+8.2f}{t['p']:>8.3f}   "
+                f"{t['slope']:+6.2f} % ± {t['half']:.2f}   {verdict}"
             )
     log("  target: |ρ| < 0.3 or |slope| < 1 % per trial; ± is the slope's 95 % interval")
     return out
@@ -131,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.worker_drift", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller trials (a smoke run)")
     p.add_argument("--trials", type=int, default=12, help="identical trials per run (default 12)")
+    p.add_argument("--table", action="store_true", help="also print every trial's costs in start order")
+    p.add_argument("--wide", action="store_true", help="benchmark 2's wider model (4 x 256), one epoch")
     args = p.parse_args(argv)
-    run(args.quick, args.trials)
+    run(args.quick, args.trials, table=args.table, wide=args.wide)
     return 0
 
 

@@ -113,3 +113,10 @@ def test_the_gamma_sweep_puts_dpo_before_the_end():
     plan = plan_mod.build(spec_mod.load_sweep(REPO / "sweeps" / "gamma.yaml"))
     positions = [p for p, t in enumerate(plan.trials) if t["method"] == "dpo"]
     assert min(positions) < len(plan.trials) // 2 <= max(positions)
+
+
+def test_the_schema_lists_the_order_fields(capsys):
+    assert run.main(["--schema"]) == 0
+    props = json.loads(capsys.readouterr().out)["properties"]
+    assert props["order"]["enum"] == ["interleaved", "file"] and props["order"]["default"] == "interleaved"
+    assert props["order_seed"]["default"] == 0

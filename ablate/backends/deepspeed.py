@@ -127,6 +127,7 @@ class DeepSpeedWorker:
     """The backend of one worker of a multi-worker trial (``ablate.backends.Backend``)."""
 
     checkpoints = False
+    process_reused = False  # each trial starts its own Ray Train worker processes
 
     def __init__(self, cfg: TrialConfig, device: torch.device, out_dir: Path) -> None:
         if device.type == "cpu":
@@ -158,9 +159,6 @@ class DeepSpeedWorker:
     def compute(self) -> contextlib.AbstractContextManager:
         # DeepSpeed casts the model itself; the context only picks the GPU's attention kernels.
         return models.compute_context(self.device, torch.float32)
-
-    def warm_up(self, cfg: TrialConfig) -> None:
-        pass  # each trial's Ray Train workers are new processes, which keep nothing across trials
 
     def load_policy(self, cfg: TrialConfig) -> torch.nn.Module:
         m = cfg.model

@@ -19,6 +19,7 @@ from ablate.trial_config import TrialConfig
 
 class SingleProcess:
     world, is_main, checkpoints = 1, True, True
+    process_reused = True  # a Ray Tune worker runs trial after trial (reuse_workers)
 
     def __init__(self, cfg: TrialConfig) -> None:
         self.device = models.pick_device()
@@ -29,12 +30,6 @@ class SingleProcess:
 
     def compute(self) -> contextlib.AbstractContextManager:
         return models.compute_context(self.device, self.dtype)
-
-    def warm_up(self, cfg: TrialConfig) -> None:
-        trust = cfg.model.trust_remote_code
-        dtypes = [models.master_dtype(self.dtype)] + ([self.dtype] if cfg.reference else [])
-        worker_cache.warm(cfg.start.path, dtypes, trust)
-        worker_cache.first_step(cfg.start.path, self.device, self.dtype, trust)
 
     def load_policy(self, cfg: TrialConfig) -> torch.nn.Module:
         m = cfg.model
