@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from ablate import losses, shared_prompt
@@ -78,12 +79,16 @@ def implicit_rewards(
 
 def spearman(x, y) -> float:
     """Spearman's rho: the Pearson correlation of the average ranks (ties share theirs), NaN for a
-    constant input. By pandas, which every worker imports: ``scipy.stats`` would cost each worker's
-    first trial ~25 MB and ~0.5 s to import, inside that trial's memory and time (docs/benchmarks.md)."""
-    import pandas as pd
-
-    ranks = pd.DataFrame({"x": x, "y": y}).rank()
-    return float(ranks["x"].corr(ranks["y"]))
+    constant input; as ``scipy.stats.spearmanr``. By numpy, which torch has loaded already: importing
+    ``scipy.stats`` (or pandas) here would cost a worker's first trial ~25 MB and ~0.5 s, after the
+    trial's peak, where ``ablate.memory`` cannot tell it from the worker's (docs/benchmarks.md)."""
+    ranks = []
+    for v in (np.asarray(x, dtype=float), np.asarray(y, dtype=float)):
+        _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+        ranks.append((np.cumsum(counts) - (counts - 1) / 2.0)[inverse])
+    if ranks[0].std() == 0 or ranks[1].std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ranks[0], ranks[1])[0, 1])
 
 
 def preference_metrics(

@@ -88,3 +88,15 @@ def test_reference_free_methods_never_load_a_reference(small_spec, start, tmp_pa
     assert cfg["reference"] is None
     run_trial(cfg, lambda _: None)
     assert not (tmp_path / "fresh-cache" / "reference").exists()  # no reference log-probs computed
+
+
+def test_spearman_matches_scipy_with_ties_and_is_nan_for_a_constant():
+    import numpy as np
+    from scipy import stats
+
+    from ablate.evaluate import spearman
+
+    rng = np.random.default_rng(0)
+    logps, lengths = rng.normal(size=300), rng.integers(1, 12, 300)  # lengths: many ties
+    assert spearman(logps, lengths) == pytest.approx(stats.spearmanr(logps, lengths).statistic, abs=1e-12)
+    assert math.isnan(spearman(np.ones(5), np.arange(5)))
