@@ -19,7 +19,7 @@ from ablate.trial_config import TrialConfig
 
 class SingleProcess:
     world, is_main, checkpoints = 1, True, True
-    process_reused = True  # a Ray Tune worker runs trial after trial (reuse_workers)
+    process_reused = True  # a Ray Tune worker may run trial after trial (reuse_workers: true)
 
     def __init__(self, cfg: TrialConfig) -> None:
         self.device = models.pick_device()
