@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from ablate import losses, progress, shared_prompt
@@ -78,6 +79,20 @@ def implicit_rewards(
     return r_w, r_l
 
 
+def spearman(x, y) -> float:
+    """Spearman's rho: the Pearson correlation of the average ranks (ties share theirs), NaN for a
+    constant input; as ``scipy.stats.spearmanr``. By numpy, which torch has loaded already: importing
+    ``scipy.stats`` (or pandas) here would cost a worker's first trial ~25 MB and ~0.5 s, after the
+    trial's peak, where ``ablate.memory`` cannot tell it from the worker's (docs/benchmarks.md)."""
+    ranks = []
+    for v in (np.asarray(x, dtype=float), np.asarray(y, dtype=float)):
+        _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+        ranks.append((np.cumsum(counts) - (counts - 1) / 2.0)[inverse])
+    if ranks[0].std() == 0 or ranks[1].std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ranks[0], ranks[1])[0, 1])
+
+
 def preference_metrics(
     method: str, hparams: dict, policy: PairLogps, ref: PairLogps | None
 ) -> dict[str, float]:
@@ -87,9 +102,7 @@ def preference_metrics(
     avg_l = policy.rejected / policy.rejected_len.clamp(min=1)
     avg = torch.cat([avg_w, avg_l])
     lengths = torch.cat([policy.chosen_len, policy.rejected_len])
-    from scipy.stats import spearmanr  # imported here: scipy.stats costs every worker 0.2 s at start-up
-
-    rho = spearmanr(avg.numpy(), lengths.numpy()).statistic
+    rho = spearman(avg.numpy(), lengths.numpy())
     # Ranking agreement: does the reward order the pair the same way as average log-likelihood?
     agree = (torch.sign(r_w - r_l) == torch.sign(avg_w - avg_l)).float().mean()
     return {

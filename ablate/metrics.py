@@ -15,7 +15,7 @@ PERIODIC_EVAL = ("reward_accuracy", "reward_margin")
 FINAL = (
     "reward_accuracy", "reward_margin", "chosen_avg_logp", "rejected_avg_logp", "length_logp_spearman",
     "reward_likelihood_agreement", "train_loss", "runtime_s", "steps", "tokens_per_s", "peak_memory_mb",
-    "trial_s", "trainable_params", "total_params",
+    "trial_s", "trainable_params", "total_params", "peak_memory_growth_mb", "runtime_cpu_s",
 )  # fmt: skip
 
 # Also once at the end, but only with ``evaluation.generate`` (oracle ones: only on the built-in task).
@@ -40,7 +40,7 @@ def split_judge_metric(name: str) -> tuple[str, str] | None:
     return (metric, judge) if at and metric in PER_JUDGE and judge else None
 
 # Smaller is better for these; every other metric is "max" by default.
-MINIMIZED = ("train_loss", "runtime_s", "peak_memory_mb", "trial_s", "lr")
+MINIMIZED = ("train_loss", "runtime_s", "peak_memory_mb", "trial_s", "lr", "peak_memory_growth_mb", "runtime_cpu_s")
 
 ALL = tuple(dict.fromkeys(TRAINING + PERIODIC_EVAL + FINAL + GENERATION + ORACLE))
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ablate import memory_plan
+from ablate import order as order_mod
 from ablate import spec as spec_mod
 from ablate.memory_plan import EntryMemory
 from ablate.spec import SearchEntry, SweepSpec
@@ -53,6 +54,13 @@ class SweepPlan:
     @property
     def resources(self) -> dict:
         return self.spec.resources.model_dump()
+
+    def run_order(self) -> dict:
+        """The record of the order trials run in (``ablate.order``; ``run_order.json`` in storage)."""
+        if self.search:
+            labels = [e.entry.label for e in self.search]
+            return order_mod.search_record(spec_mod.search_order(self.search), labels, self.spec.search)
+        return order_mod.grid_record(self.trials, self.spec.order, self.spec.order_seed)
 
     def with_start(self, start_for: Callable[[dict], dict]) -> SweepPlan:
         """The plan with each trial's start point (``start_for(data section) -> start``, one per task
@@ -93,5 +101,6 @@ def build(spec: SweepSpec) -> SweepPlan:
         scheduler = SchedulerPlan(metric, mode, s.grace_period, s.reduction_factor)
     memory = memory_plan.sweep_memory(spec)
     if spec.search == "grid":
-        return SweepPlan(spec, trials=spec_mod.expand(spec), scheduler=scheduler, memory=memory)
+        trials = order_mod.arrange(spec_mod.expand(spec), spec.order, spec.order_seed)
+        return SweepPlan(spec, trials=trials, scheduler=scheduler, memory=memory)
     return SweepPlan(spec, search=spec_mod.search_plan(spec), scheduler=scheduler, memory=memory)

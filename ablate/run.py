@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from ablate import memory_plan, tracking
+from ablate import order as order_mod
 from ablate import plan as plan_mod
 from ablate import spec as spec_mod
 from ablate.cache import cache_key
@@ -63,10 +64,12 @@ def print_dry_run(plan: SweepPlan, memory: list[str] = (), total_line: bool = Tr
     if plan.search:
         print_search_dry_run(plan)
     else:
-        print(f"{'#':>3}  {'method':<14} {'label':<16} {'setting':<44} {'seed':>4}  resources")
-        for t in plan.trials:
+        print(order_mod.describe(plan.spec.order, plan.spec.order_seed))
+        print(f"{'run':>3} {'#':>3}  {'method':<14} {'label':<16} {'setting':<44} {'seed':>4}  resources")
+        for position, t in enumerate(plan.trials):
             print(
-                f"{t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} {t['seed']:>4}  {describe_resources(t)}"
+                f"{position:>3} {t['index']:>3}  {t['method']:<14} {t['label']:<16} {t['setting']:<44} "
+                f"{t['seed']:>4}  {describe_resources(t)}"
             )
     for line in memory:
         print(line)

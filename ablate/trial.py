@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import random
-import resource
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -23,6 +21,7 @@ from ablate import checkpoint as ckpt_mod
 from ablate import evaluate, faults, models, preference, reference, shared_prompt, trial_config, worker_cache
 from ablate.backends import Backend, StepperSetup
 from ablate.backends.single import SingleProcess
+from ablate.memory import MemoryProbe
 from ablate.train import Diverged, Hooks, Stepper, TrainSettings, total_steps, train
 from ablate.trial_config import TrialConfig
 
@@ -51,21 +50,41 @@ def run_trial(
     cfg = trial_config.parse(cfg)
     clock = Clock()
     backend = backend or SingleProcess(cfg, save_artifact)
-    reset_peak_memory(backend.device)
+    memory = MemoryProbe.start(backend.device)
+    metrics = train_and_evaluate(cfg, backend, clock, Reporter(report, report_checkpoint), save_artifact, resume)
+    # The trial's objects are gone now. In a reused worker, what the process still holds that it did
+    # not hold at the start (caches the trial filled, modules it imported, kernels it set up) is the
+    # worker's from now on, not this trial's working memory (ablate.memory).
+    end = memory.settled_mb() if backend.process_reused else None
+    # The busiest worker's: the process's peak, the trial's own growth, and the CPU time of this
+    # attempt's training (unlike wall time, it does not stretch with the machine's other load).
+    metrics["peak_memory_mb"], metrics["peak_memory_growth_mb"], metrics["runtime_cpu_s"] = backend.reduce(
+        [memory.peak_mb(), memory.growth_mb(end), metrics["runtime_cpu_s"]], "max"
+    )
+    metrics.update(clock.metrics(), **backend.trial_metrics())
+    report(metrics)
+    return metrics
+
+
+def train_and_evaluate(
+    cfg: TrialConfig, backend: Backend, clock: Clock, reporter: Reporter, save_artifact: SaveArtifact | None,
+    resume: dict | None,
+) -> dict:  # fmt: skip
+    """The trial's phases (load, reference, train, evaluate) and its final metrics but memory."""
     seed_everything(cfg.seed)
     tokenizer = models.load_tokenizer(cfg.start.path, cfg.model.trust_remote_code)
     policy = backend.load_policy(cfg)
     params = models.parameter_counts(policy)  # trainable: the adapter of a LoRA policy
     splits = worker_cache.tokenized_splits(cfg, tokenizer)
     start = evaluate.before_training(cfg, backend, policy, tokenizer, splits) if resume is None else None
-    clock.train_start = time.perf_counter()
+    clock.start_training()
     ref = reference.prepare(cfg, backend, splits.train, tokenizer.pad_token_id)
     prior = Prior.of(resume, policy, cfg.lora is not None)
-    reporter = Reporter(report, report_checkpoint)
     run = train_policy(cfg, backend, policy, ref, splits, tokenizer.pad_token_id, reporter, prior, clock)
 
     metrics = {"status": run.status, "train_loss": run.last.get("train_loss", float("nan")),
-               "runtime_s": prior.runtime_s + run.runtime_s, **run.extra, **splits.counts, **params}  # fmt: skip
+               "runtime_s": prior.runtime_s + run.runtime_s, "runtime_cpu_s": clock.training_cpu_s(),
+               **run.extra, **splits.counts, **params}  # fmt: skip
     if prior.step:
         metrics["resumed_from_step"] = prior.step
     if run.status == "finished":
@@ -79,9 +98,6 @@ def run_trial(
         metrics["tokens_per_s"] = backend.reduce([run.tokens])[0] / max(run.runtime_s, 1e-9)  # of this attempt
         metrics.update(backend.finish(tokenizer))
     metrics["steps"] = run.steps
-    metrics["peak_memory_mb"] = backend.reduce([peak_memory_mb(backend.device)], "max")[0]  # the busiest worker
-    metrics.update(clock.metrics(), **backend.trial_metrics())
-    report(metrics)
     return metrics
 
 
@@ -92,7 +108,11 @@ class Clock:
     start: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)  # Unix time, as Ray's clocks
     train_start: float = 0.0
+    train_start_cpu: float = 0.0
     first_step: float | None = None
+
+    def start_training(self) -> None:
+        self.train_start, self.train_start_cpu = time.perf_counter(), time.process_time()
 
     def after_step(self, _step: int) -> None:
         if self.first_step is None:  # start-up cost of the trial: entry to the end of its first step
@@ -101,8 +121,13 @@ class Clock:
     def training_s(self) -> float:
         return time.perf_counter() - self.train_start
 
+    def training_cpu_s(self) -> float:
+        """The process's CPU time since training started (all its threads)."""
+        return time.process_time() - self.train_start_cpu
+
     def metrics(self) -> dict[str, float]:
-        out = {"trial_s": time.perf_counter() - self.start}
+        # started_at orders the trials of a sweep by when they started (the report's order check).
+        out = {"trial_s": time.perf_counter() - self.start, "started_at": self.started_at}
         if self.first_step is not None:
             out["first_step_s"] = self.first_step - self.start
             out["first_step_at"] = self.started_at + out["first_step_s"]
@@ -258,26 +283,3 @@ class StepLogger:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start this trial's peak from now, not from an earlier trial in a reused worker process."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:  # Linux: writing 5 resets the process's peak resident set size (VmHWM)
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

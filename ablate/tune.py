@@ -16,7 +16,8 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from ablate import checkpoint, trial_config
+from ablate import checkpoint, memory, trial_config
+from ablate import order as order_mod
 from ablate import spec as spec_mod
 from ablate.backends import deepspeed as deepspeed_backend
 from ablate.plan import SweepPlan
@@ -323,7 +324,11 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # Ray merges these into a job's own runtime env per variable; one the driver's environment sets
+    # already (the user's choice, or a job's runtime env) is left alone, so the two cannot conflict.
+    env = {k: v for k, v in memory.WORKER_ENV.items() if k not in os.environ}
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": env} if env else None)  # fmt: skip
 
 
 def run(plan: SweepPlan, resume: bool = False, log=print) -> SweepOutcome:
@@ -348,9 +353,10 @@ def run(plan: SweepPlan, resume: bool = False, log=print) -> SweepOutcome:
         verbose=0,
         callbacks=[Progress(plan.total, log), *tracking_callbacks(plan, path)],  # trackers: ablate/tracking/
     )
-    if resume:
+    if resume:  # the order was recorded when the sweep started
         tuner = tune.Tuner.restore(path, wrapped, resume_unfinished=True, resume_errored=True)
     else:
+        order_mod.write_record(path, plan.run_order())
         tuner = tune.Tuner(
             wrapped,
             param_space={} if searcher else {TRIAL_KEY: tune.grid_search(plan.trials)},

@@ -148,6 +148,21 @@ def config_key(cfg: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+# Training settings that change a trial's numbers but not its work (the passes it runs and their sizes).
+VALUE_ONLY_TRAINING = {"learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm"}
+
+
+def work_key(cfg: dict) -> str:
+    """Short hash of what decides a trial's cost: the config without the seed, the label, the
+    objective's hyperparameters and the training settings that change only values. Trials with one
+    work key do the same work, so their costs should not move with the order they ran in
+    (``analysis.drift``)."""
+    shown = {k: v for k, v in cfg.items() if k not in NOT_SETTING | {"label", "hparams"}}
+    shown["training"] = {k: v for k, v in (cfg.get("training") or {}).items() if k not in VALUE_ONLY_TRAINING}
+    text = json.dumps(shown, sort_keys=True, default=_json_default)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 TASK_KEYS = ("data", "model", "evaluation")
 
 
@@ -183,6 +198,7 @@ def _config_columns(cfg: dict) -> dict:
         "reference": cfg.get("reference"),
         "config_key": config_key(cfg),
         "task_key": task_key(cfg),
+        "work_key": work_key(cfg),
         "sweep_metric": cfg.get("metric"),
         "sweep_mode": cfg.get("mode"),
         "length_bias": task.get("length_bias"),

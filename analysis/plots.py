@@ -48,6 +48,7 @@ AXIS = {
     "gen_length": "generation length (tokens)",
     "runtime_s": "training runtime (s)",
     "peak_memory_mb": "peak memory (MB)",
+    "peak_memory_growth_mb": "peak growth over the trial's start (MB)",
     "length_logp_spearman": "Spearman ρ (avg log-lik., length)",
     "reward_likelihood_agreement": "reward/likelihood agreement (fraction)",
     "train_loss": "training loss",
@@ -193,7 +194,10 @@ def efficiency_figure(r: Results, out: Path, spread: str) -> Figure | None:
         if relative
         else "(no DPO in these sweeps)"
     )
-    caption = f"Training runtime and peak memory per method at its best setting, {what}; bars: std (propagated for ratios)."
+    caption = (
+        f"Training runtime and peak memory per method at its best setting, {what}; bars: std (propagated for "
+        "ratios). Peak growth (the trial's own memory over its start) is the memory measure that compares methods."
+    )
     return _save(fig, out, "efficiency", "Efficiency (Fig. 4d)", caption)
 
 

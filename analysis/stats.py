@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from analysis.drift import order_drift
 from analysis.load import FINISHED
 
 SETTING_COLUMNS = ["label", "method", "setting", "reference", "config_key", "task_key"]
@@ -29,7 +30,7 @@ SELECTION_RULE = (
 )
 # Config columns of a setting's parameters: hyperparameters, training overrides, a LoRA adapter's fields.
 PARAM_PREFIXES = ("hp_", "tr_", "lora_")
-LOWER_IS_BETTER = {"train_loss", "runtime_s", "peak_memory_mb", "trial_s"}
+LOWER_IS_BETTER = {"train_loss", "runtime_s", "peak_memory_mb", "trial_s", "peak_memory_growth_mb", "runtime_cpu_s"}
 # The paper's order of methods (baselines, then SimPO last); unknown methods go before SimPO.
 METHOD_ORDER = ["sft", "rrhf", "slic_hf", "dpo", "ipo", "cpo", "kto", "orpo", "rdpo", "simpo"]
 
@@ -342,11 +343,14 @@ def length_logp(records: list[dict]) -> tuple[np.ndarray, np.ndarray, float]:
 
 # The metrics every report aggregates (others the trials report are summarised too, in CSVs).
 REPORT_METRICS = [
-    "reward_accuracy", "oracle_win_rate", "gen_length", "runtime_s", "peak_memory_mb", "tokens_per_s",
+    "reward_accuracy", "oracle_win_rate", "gen_length", "runtime_s", "peak_memory_mb", "peak_memory_growth_mb",
+    "tokens_per_s",
     "length_logp_spearman", "reward_likelihood_agreement", "reward_margin", "chosen_avg_logp",
     "rejected_avg_logp", "oracle_reward", "train_loss",
 ]  # fmt: skip
-COST_METRICS = ["runtime_s", "peak_memory_mb"]
+# Costs compared with DPO. Peak growth (the trial's own memory over its start, ablate.memory) is the
+# memory measure that compares methods; peak memory is the whole process's (docs/reports.md).
+COST_METRICS = ["runtime_s", "peak_memory_mb", "peak_memory_growth_mb"]
 
 
 @dataclass
@@ -363,6 +367,7 @@ class Results:
     sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)
     importances: pd.DataFrame = field(default_factory=pd.DataFrame)
     notes: list[str] = field(default_factory=list)
+    drift: list = field(default_factory=list)  # analysis.drift.Drift per cost metric: trend with start order
 
 
 def analyze(df: pd.DataFrame, metric: str, mode: str) -> Results:
@@ -404,4 +409,4 @@ def analyze(df: pd.DataFrame, metric: str, mode: str) -> Results:
     except (ImportError, ValueError, RuntimeError) as e:  # e.g. scikit-learn missing for fANOVA
         imp = pd.DataFrame()
         notes.append(f"Parameter importances not computed: {type(e).__name__}: {e}")
-    return Results(df, summary, best, metric, mode, base, heldout, sens, imp, notes)
+    return Results(df, summary, best, metric, mode, base, heldout, sens, imp, notes, order_drift(df))

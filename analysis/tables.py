@@ -13,15 +13,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis import stats
+from analysis import drift, stats
 from analysis.stats import Results
 
 DIGITS = {
-    "reward_accuracy": 3, "oracle_win_rate": 3, "gen_length": 1, "runtime_s": 2, "peak_memory_mb": 0,
+    "reward_accuracy": 3, "oracle_win_rate": 3, "gen_length": 1, "runtime_s": 2, "peak_memory_mb": 0, "peak_memory_growth_mb": 1,
     "tokens_per_s": 0, "length_logp_spearman": 3, "reward_likelihood_agreement": 3, "reward_margin": 3,
     "chosen_avg_logp": 3, "rejected_avg_logp": 3, "oracle_reward": 3, "train_loss": 4,
 }  # fmt: skip
@@ -31,6 +31,7 @@ HEADERS = {
     "gen_length": "Gen. length (tokens)",
     "runtime_s": "Runtime (s)",
     "peak_memory_mb": "Peak memory (MB)",
+    "peak_memory_growth_mb": "Peak growth (MB)",
     "tokens_per_s": "Tokens/s",
     "length_logp_spearman": "ρ(avg log-lik., length)",
     "reward_likelihood_agreement": "Reward/likelihood agreement",
@@ -54,6 +55,7 @@ class Table:
     caption: str
     display: pd.DataFrame  # strings
     data: pd.DataFrame  # numbers (CSV)
+    notes: list[str] = field(default_factory=list)  # warnings printed with the table
 
 
 def header(metric: str) -> str:
@@ -223,6 +225,7 @@ def length_table(r: Results, spread: str) -> Table:
 
 def efficiency_table(r: Results, spread: str) -> Table:
     base = r.baseline
+    costs = [m for m in stats.COST_METRICS if f"{m}_mean" in r.best.columns]
     rows = []
     for _, b in r.best.iterrows():
         row = {
@@ -230,7 +233,7 @@ def efficiency_table(r: Results, spread: str) -> Table:
             "Reference": b["reference"] if isinstance(b["reference"], str) else "none",
             "Fine-tuning": fine_tuning(b),
         }
-        for m in stats.COST_METRICS:
+        for m in costs:
             row[header(m)] = fmt_stat(b, m, spread)
             if base is not None:
                 ratio, sd = b.get(f"{m}_ratio", math.nan), b.get(f"{m}_ratio_std", math.nan)
@@ -243,9 +246,9 @@ def efficiency_table(r: Results, spread: str) -> Table:
         row["Trainable params"] = f"{trainable:,.0f}" if isinstance(trainable, float) and math.isfinite(trainable) else "–"
         row["Seeds"] = int(b["seeds"])
         rows.append(row)
-    extra = [f"{m}_ratio" for m in stats.COST_METRICS] + [f"{m}_ratio_std" for m in stats.COST_METRICS]
+    extra = [f"{m}_ratio" for m in costs] + [f"{m}_ratio_std" for m in costs]
     numeric = _numeric(r.best, ["label", "reference", "setting", "config_key", "seeds", "lora_r"] + extra,
-                       stats.COST_METRICS + ["tokens_per_s", "trainable_params"])  # fmt: skip
+                       costs + ["tokens_per_s", "trainable_params"])  # fmt: skip
     if base is None:
         ref = "No DPO run in these sweeps, so no ratios."
     else:
@@ -258,14 +261,23 @@ def efficiency_table(r: Results, spread: str) -> Table:
             f"Ratios are to {which}, setting {base['setting']}; "
             "± is the ratio's std propagated from both relative stds."
         )
+    memory = (
+        "Peak growth: the trial's own peak over the process's memory at its start (after the worker's caches), "
+        "the memory measure that compares methods; peak memory is the whole process's, which includes what "
+        "the worker held before the trial. "
+        if "peak_memory_growth_mb" in costs
+        else "Peak memory is the whole process's (these trials do not report their own growth). "
+    )
     caption = (
         f"Training runtime and peak memory of each method at its best setting; {SPREAD_NOTE[spread]}. {ref} "
-        "DPO with an online reference runs the reference model every step; with a precomputed one it reads "
-        "cached log-probs (computed once, inside its runtime). Fine-tuning: the whole policy, or a LoRA adapter of "
-        "rank r on the frozen start point (trainable params: the adapter's; a LoRA policy's online reference is "
-        "its own switched-off adapter). Timings on a shared machine are noisy: compare trials of one sweep."
+        f"{memory}DPO with an online reference runs the reference model every step; with a precomputed one it "
+        "reads cached log-probs (computed once, inside its runtime). Fine-tuning: the whole policy, or a LoRA "
+        "adapter of rank r on the frozen start point (trainable params: the adapter's; a LoRA policy's online "
+        "reference is its own switched-off adapter). Timings on a shared machine are noisy: compare trials of "
+        "one sweep."
     )
-    return Table("efficiency", "Efficiency relative to DPO (Fig. 4d)", caption, pd.DataFrame(rows), numeric)
+    notes = drift.warnings(r.drift)
+    return Table("efficiency", "Efficiency relative to DPO (Fig. 4d)", caption, pd.DataFrame(rows), numeric, notes)
 
 
 def fine_tuning(row) -> str:

@@ -100,9 +100,14 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines)
 
 
+def _md_notes(table: Table) -> list[str]:
+    return [f"> {n}" for n in table.notes] + ([""] if table.notes else [])
+
+
 def write_table(table: Table, out: Path) -> None:
+    notes = "".join(f"\n{line}" for line in _md_notes(table))
     (out / f"{table.name}.md").write_text(
-        f"**{table.title}.** {table.caption}\n\n{to_markdown(table.display)}\n"
+        f"**{table.title}.** {table.caption}\n\n{to_markdown(table.display)}\n{notes}"
     )
     table.data.to_csv(out / f"{table.name}.csv", index=False)
     (out / f"{table.name}.tex").write_text(to_latex(table))
@@ -139,6 +144,7 @@ def markdown_report(doc: ReportDoc) -> str:
         for t in tables:
             lines += [f"**{t.title}.** {t.caption} ([CSV]({t.name}.csv), [LaTeX]({t.name}.tex))", "",
                       to_markdown(t.display), ""]  # fmt: skip
+            lines += _md_notes(t)
         for f in figs:
             lines += [f"![{f.title}]({f.png.name})", "", f"*{f.title}.* {f.caption}", ""]
     lines += ["## Trials that did not finish", ""]
@@ -243,6 +249,7 @@ def html_report(doc: ReportDoc) -> str:
                 f'<a href="{t.name}.md">Markdown</a>)</span>'
             )
             body.append(_html_table(t.display, cap, cls=f"tbl-{t.name}"))
+            body += [f'<p class="note">{html_text(n)}</p>' for n in t.notes]
         body += [_img(f) for f in figs]
     toc.append('<a href="#trials-that-did-not-finish">Trials that did not finish</a>')
     parts.append("<p>" + " · ".join(toc) + "</p>")

@@ -1,7 +1,10 @@
-"""Smoke test of benchmark 1's ablate side (TRL is a benchmark-only extra and is not run here)."""
+"""Smoke tests of the benchmarks: benchmark 1's ablate side (TRL is a benchmark-only extra and is not run here),
+benchmark 2's GPU-scale inputs, benchmark 4's arithmetic."""
 
 import copy
+import math
 
+import pytest
 import torch
 
 from bench import pairs
@@ -49,3 +52,22 @@ def test_gpu_scale_benchmark_runs_through_the_sweep_file_path(tmp_path):
     assert final["status"] == "finished"
     assert final["steps"] == 8  # 64 pairs, the last tenth (6) held out, batch 8
     assert 0.0 <= final["reward_accuracy"] <= 1.0
+
+
+def test_drift_benchmark_measures_rho_and_the_slope_per_trial_in_a_worker():
+    # Benchmark 4's arithmetic on hand-made records: two workers of six trials each, interleaved.
+    from bench.worker_drift import trend
+
+    def records(memory_of):
+        return [
+            {"started_at": 100.0 + i, "process_id": i % 2, "process_started_at": 1.0,
+             "peak_memory_mb": memory_of(i // 2, i)}
+            for i in range(12)
+        ]  # fmt: skip
+
+    growing = trend(records(lambda k, i: 700.0 + 7.0 * k), "peak_memory_mb")  # +7 MB per trial in a worker
+    assert growing["rho"] > 0.9 and growing["slope"] == pytest.approx(100 * 7.0 / growing["mean"])
+    assert growing["half"] == pytest.approx(0.0, abs=1e-9) and growing["workers"] == 2
+    flat = trend(records(lambda k, i: 700.0 + (1.0 if i % 3 else -2.0)), "peak_memory_mb")
+    assert abs(flat["slope"]) < 0.2 and flat["half"] > 0
+    assert math.isnan(trend(records(lambda k, i: 700.0), "runtime_s")["mean"])  # not reported

@@ -110,6 +110,8 @@ def test_two_workers_zero3_match_one_worker(tmp_path):
         history, final = results(trial_dir)
         assert final["status"] == "finished" and final["workers"] == WORKERS and final["zero_stage"] == 3
         assert final["global_batch"] == GLOBAL_BATCH
+        # The busiest worker's memory: the process's peak and the trial's own growth over its start.
+        assert 0 < final["peak_memory_growth_mb"] <= final["peak_memory_mb"]
         # As a single-process trial: the final record and the per-response held-out data for the report.
         assert json.loads((trial_dir / "final.json").read_text())["status"] == "finished"
         heldout = json.loads((trial_dir / "heldout.json").read_text())

@@ -51,6 +51,12 @@ def test_sweep_then_report(tmp_path, cache_dir, start):
     finals = [json.loads((d / "final.json").read_text()) for d in sorted(trial_dirs)[:4]]
     started = [f["first_step_at"] - f["first_step_s"] for f in finals]
     assert max(started) < min(f["first_step_at"] for f in finals)  # all four had started before any step
+    # Interleaved (the default) and recorded beside Ray's files, in the order Ray created the trials
+    # (it numbers their ids as it creates them; a directory name starts with the trial's index).
+    record = json.loads((tmp_path / "results" / "e2e" / "run_order.json").read_text())
+    assert record["order"] == "interleaved"
+    created = sorted(trial_dirs, key=lambda d: int(d.name.rsplit("_", 1)[1]))
+    assert [int(d.name[:3]) for d in created] == [t["index"] for t in record["trials"]] != list(range(8))
 
     # A second run without --resume/--overwrite refuses to mix results.
     again = run("-m", "ablate.run", str(path))
@@ -71,7 +77,8 @@ def test_sweep_then_report(tmp_path, cache_dir, start):
     }  # fmt: skip
     for r in rows:
         assert r["seeds"] == "2"
-        for metric in ("reward_accuracy", "oracle_win_rate", "gen_length", "runtime_s", "peak_memory_mb"):
+        for metric in ("reward_accuracy", "oracle_win_rate", "gen_length", "runtime_s", "peak_memory_mb",
+                       "peak_memory_growth_mb"):
             mean = float(r[f"{metric}_mean"])
             assert mean == mean and mean >= 0, (metric, r[f"{metric}_mean"])  # finite, not NaN
 

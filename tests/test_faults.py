@@ -204,7 +204,7 @@ def test_analysis_skips_and_reports_unreadable_trials(fault_sweep, tmp_path):
 @pytest.mark.slow
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, cache_dir, start):
     path = write_sweep(
-        tmp_path, cache_dir, "resume", max_concurrent=1,
+        tmp_path, cache_dir, "resume", max_concurrent=1, order="file",  # A runs first, then B (which hangs)
         methods=[{"method": "simpo", "name": n} for n in "AB"],
     )  # fmt: skip
     sweep_dir = tmp_path / "results" / "resume"

@@ -44,6 +44,7 @@ def test_paper_sweep_dry_run(name, capsys, monkeypatch):
     assert run_main([str(path), "--dry-run"]) == 0  # the CLI's own entry point, in process
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1] == f"{EXPECTED_TRIALS} trials"
+    assert any(line.startswith("order: interleaved") for line in out.splitlines())
     rows = trial_lines(out)
     assert len(rows) == EXPECTED_TRIALS
     assert all(line.endswith("8 workers x (cpu=8.0 gpu=1.0), ZeRO-3") for line in rows)

@@ -44,6 +44,9 @@ class Backend(Protocol):
     world: int  # workers training the trial
     is_main: bool  # the worker that writes shared files and reports
     checkpoints: bool  # whether mid-training checkpoints can be taken and resumed from
+    # Whether this process goes on to run later trials (a reused Ray Tune worker): then what a trial
+    # leaves allocated (caches it filled, modules it imported) is the worker's, not the trial's.
+    process_reused: bool
 
     def compute(self) -> contextlib.AbstractContextManager:
         """Where forward passes run (autocast, attention kernels)."""

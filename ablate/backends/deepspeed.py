@@ -128,6 +128,7 @@ class DeepSpeedWorker:
     """The backend of one worker of a multi-worker trial (``ablate.backends.Backend``)."""
 
     checkpoints = False
+    process_reused = False  # each trial starts its own Ray Train worker processes
 
     def __init__(self, cfg: TrialConfig, device: torch.device, out_dir: Path) -> None:
         if device.type == "cpu":

@@ -24,6 +24,7 @@ SaveArtifact = Callable[[str, bytes], None]
 
 class SingleProcess:
     world, is_main, checkpoints = 1, True, True
+    process_reused = True  # a Ray Tune worker may run trial after trial (reuse_workers: true)
 
     def __init__(self, cfg: TrialConfig, save_artifact: SaveArtifact | None = None) -> None:
         self.save_artifact = save_artifact  # where ``finish`` writes a LoRA policy's adapter

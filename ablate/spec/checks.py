@@ -127,6 +127,11 @@ def _check_search(path: Path, spec: SweepSpec) -> None:
                 "`search: optuna`."
             )
         return
+    if spec.order == "file":
+        raise SpecError(
+            f"{path}: order: `order: file` orders a grid sweep's trials; a {spec.search} search draws its trials "
+            "while it runs, method entries in turn. Remove `order`, or set `search: grid`."
+        )
     if spec.num_samples is None:
         raise SpecError(
             f"{path}: num_samples: `search: {spec.search}` needs the number of trials per method entry, "

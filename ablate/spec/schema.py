@@ -393,6 +393,14 @@ class SweepSpec(Strict):
         description="A staged sweep: stages run in order, each its own Ray Tune experiment under "
         "<storage>/<name>/<stage>/, later ones starting from earlier ones' winners (`from`).",
     )
+    order: Literal["interleaved", "file"] = Field(
+        "interleaved",
+        description="Run order of a grid sweep's trials. interleaved: each method's trials (settings and seeds) "
+        "in a seeded random order, spread evenly over the sweep, so no method runs systematically later "
+        "(costs measured on a shared or warming machine stay comparable); file: in the order of the file's "
+        "expansion (method entries, then grid points, then seeds).",
+    )
+    order_seed: int = Field(0, description="Seed of the interleaved order (`order: interleaved`).")
 
     @field_validator("scheduler", mode="before")
     @classmethod
