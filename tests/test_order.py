@@ -71,8 +71,13 @@ def test_dry_run_prints_the_run_order(tmp_path, capsys):
     path, spec = load(tmp_path, "order_seed: 7\n")
     assert run.main([str(path), "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("order: interleaved (seed 7)")
-    rows = [line.split() for line in lines[2:-1]]
+    at = next(i for i, line in enumerate(lines) if line.startswith("order: "))  # after the data split
+    assert lines[at].startswith("order: interleaved (seed 7)")
+    rows = []
+    for line in lines[at + 2 :]:  # the header, then one row per trial (the memory plan follows)
+        if not line.split() or not line.split()[0].isdigit():
+            break
+        rows.append(line.split())
     assert [int(r[0]) for r in rows] == list(range(len(rows)))  # run position
     assert [int(r[1]) for r in rows] == indices(spec)  # the trial's index, in that order
     assert lines[-1] == f"{len(rows)} trials"
