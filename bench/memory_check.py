@@ -106,12 +106,12 @@ def estimated(sw: dict) -> float:
 
 def measure_all(cases: list[tuple[str, str, bool]], work: Path) -> list[dict]:
     """Run ``cases`` (size, method, lora) one after another in this process (started with ``ENV``)."""
-    import psutil
     import torch
 
     from ablate import models, trial_config, worker_cache
     from ablate import spec as spec_mod
-    from ablate.trial import peak_memory_mb, reset_peak_memory, run_trial
+    from ablate.memory import MemoryProbe
+    from ablate.trial import run_trial
 
     torch.set_num_threads(1)
     out, warmed = [], set()
@@ -124,10 +124,9 @@ def measure_all(cases: list[tuple[str, str, bool]], work: Path) -> list[dict]:
             cfg = trial_config.parse(trial)
             worker_cache.tokenized_splits(cfg, models.load_tokenizer(cfg.start.path))
             warmed.add(size)
-        before = psutil.Process().memory_info().rss / 2**20
-        reset_peak_memory(torch.device("cpu"))
+        probe = MemoryProbe.start(torch.device("cpu"))
         final = run_trial(trial, lambda _: None)
-        growth = peak_memory_mb(torch.device("cpu")) - before
+        growth = probe.growth_mb()
         est = estimated(sw) / 2**20
         out.append({"size": size, "method": method, "lora": lora, "measured_mb": growth, "estimated_mb": est,
                     "ratio": est / growth, "trainable_params": final["trainable_params"],

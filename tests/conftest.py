@@ -54,3 +54,11 @@ def make_trial(small_spec, start, method: str, hparams: dict | None = None, **ov
         if k != "reference":
             trial[k] = {**trial[k], **v} if isinstance(v, dict) else v
     return trial
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with slow (Ray) tests first, each file's tests in their own order: under ``make test``'s
+    two workers the long files start at once and the quick ones fill in around them, rather than the
+    longest starting last and running alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # a stable sort

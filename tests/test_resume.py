@@ -39,14 +39,13 @@ def terminated_trials(sweep_dir: Path) -> set[str]:
 
 def stop_leftovers(processes: list[psutil.Process]) -> list[str]:
     """A SIGKILLed driver leaves some of its Ray processes behind (the agents outlive the raylet):
-    end those this test caused, by their recorded identity, never by name."""
-    gone, alive = psutil.wait_procs(processes, timeout=10)
-    for p in alive:
+    end those this test caused, by their recorded identity, never by name; return any still alive."""
+    for p in processes:
         try:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=10)
+    _, alive = psutil.wait_procs(processes, timeout=10)
     left = []
     for p in alive:
         try:
