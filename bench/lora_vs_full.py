@@ -14,11 +14,8 @@ peak's growth over the process's memory before the trial (CPU; on a GPU the peak
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import tempfile
-from pathlib import Path
 
 from bench import simpo_vs_dpo
 
@@ -43,15 +40,7 @@ def run(quick: bool = False, reps: int | None = None, log=print, scale: str = "t
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     reps = reps or (1 if quick else 3)
     configs = simpo_vs_dpo.trial_configs(quick, str(simpo_vs_dpo.REPO / ".cache" / "bench"), scale, METHODS)
-    runs: dict[str, list[dict]] = {name: [] for name in METHODS}
-    with tempfile.TemporaryDirectory(prefix="bench-lora-") as tmp:
-        paths = {}
-        for i, (name, cfg) in enumerate(configs.items()):
-            paths[name] = Path(tmp) / f"trial{i}.json"
-            paths[name].write_text(json.dumps(cfg))
-        for rep in range(reps):
-            for name in METHODS if rep % 2 == 0 else reversed(METHODS):
-                runs[name].append(simpo_vs_dpo._spawn(str(paths[name])))
+    runs = simpo_vs_dpo.run_alternating(configs, reps)
     table = {name: {k: statistics.median(r[k] for r in rs) for k in KEYS} for name, rs in runs.items()}
     trainable = {name: configs[name].get("lora") for name in METHODS}
     device, steps = runs["SimPO full"][0]["device"], runs["SimPO full"][0]["steps"]

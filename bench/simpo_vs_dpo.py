@@ -130,20 +130,27 @@ def _spawn(config_path: str) -> dict:
     return json.loads(lines[-1][len(RESULT) :])
 
 
-def run(quick: bool = False, reps: int | None = None, log=print, scale: str = "tiny") -> dict:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    reps = reps or (1 if quick else 3)
-    configs = trial_configs(quick, str(REPO / ".cache" / "bench"), scale)
-    runs: dict[str, list[dict]] = {name: [] for name in METHODS}
-    with tempfile.TemporaryDirectory(prefix="bench-simpo-dpo-") as tmp:
+def run_alternating(configs: dict[str, dict], reps: int) -> dict[str, list[dict]]:
+    """Each trial config in a fresh process, ``reps`` times, the order reversed every other repetition
+    (so a machine that slows down or speeds up over the run weighs on every config alike)."""
+    names = list(configs)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory(prefix="bench-trials-") as tmp:
         paths = {}
         for i, (name, cfg) in enumerate(configs.items()):
             paths[name] = Path(tmp) / f"trial{i}.json"
             paths[name].write_text(json.dumps(cfg))
         for rep in range(reps):
-            for name in METHODS if rep % 2 == 0 else reversed(METHODS):
+            for name in names if rep % 2 == 0 else reversed(names):
                 runs[name].append(_spawn(str(paths[name])))
+    return runs
+
+
+def run(quick: bool = False, reps: int | None = None, log=print, scale: str = "tiny") -> dict:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    reps = reps or (1 if quick else 3)
+    runs = run_alternating(trial_configs(quick, str(REPO / ".cache" / "bench"), scale), reps)
 
     keys = ("runtime_s", "trial_cpu_s", "peak_memory_mb", "peak_growth_mb")
     table = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in runs.items()}
