@@ -1,7 +1,7 @@
 """Fault injection: a testing hook that makes a chosen trial fail at a chosen step.
 
-Set ``ABLATE_FAULT`` in the environment of the process that starts Ray (the driver; a local Ray's
-workers inherit it), e.g. ``ABLATE_FAULT="index=3,step=5,kind=raise"``; several faults are
+Set ``ABLATE_FAULT`` in the environment of the driver (a local Ray's workers inherit it; on a
+cluster joined with ``--address`` the driver passes it to the sweep's workers), e.g. ``ABLATE_FAULT="index=3,step=5,kind=raise"``; several faults are
 separated by ``;``. ``index`` is the trial's index in the expanded sweep (``--dry-run`` shows it),
 ``step`` the training step (1-based) before which the fault fires, and ``kind`` one of:
 
@@ -83,6 +83,12 @@ def for_trial(index: int, start_step: int, environ=os.environ, stage: str | None
         for f in parse(environ.get(ENV, ""))
         if f.index == index and f.stage in (None, stage)
     }
+
+
+def worker_env(environ=os.environ) -> dict[str, str]:
+    """The hook's variables the driver's environment sets, for the workers of a cluster joined with
+    ``--address`` (a local Ray's workers inherit the driver's environment; a cluster's do not)."""
+    return {k: environ[k] for k in (ENV, RENDEZVOUS_ENV) if k in environ}
 
 
 def fire(kind: str, step: int, index: int = -1, environ=os.environ) -> None:

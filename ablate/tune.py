@@ -7,6 +7,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from ablate import checkpoint, memory, trial_config
+from ablate import checkpoint, faults, memory, raystart, trial_config
 from ablate import order as order_mod
 from ablate import spec as spec_mod
 from ablate.backends import deepspeed as deepspeed_backend
@@ -323,12 +324,27 @@ def connect(address: str | None) -> None:
     local Ray instance. Never attach silently to some other cluster running on this machine."""
     if ray.is_initialized():
         return
+    joins = address is not None  # --address: the cluster's workers do not inherit this environment
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     # Ray merges these into a job's own runtime env per variable; one the driver's environment sets
     # already (the user's choice, or a job's runtime env) is left alone, so the two cannot conflict.
     env = {k: v for k, v in memory.WORKER_ENV.items() if k not in os.environ}
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": env} if env else None)  # fmt: skip
+    env.update(faults.worker_env() if joins else {})  # the testing hook, on a cluster too
+
+    def init() -> None:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": env} if env else None)  # fmt: skip
+        except Exception as e:
+            ray.shutdown()  # whatever half of it was set up, so that the next attempt starts clean
+            if address == "local" and raystart.is_start_failure(e):
+                print(f"local Ray did not start; its logs: {raystart.latest_session_logs()}", file=sys.stderr)
+            raise
+
+    if address != "local":  # joining a cluster: its failure is the cluster's, reported as it is
+        init()
+        return
+    raystart.retry_start(init, log=lambda line: print(line, file=sys.stderr, flush=True), what="local Ray")
 
 
 def run(plan: SweepPlan, resume: bool = False, log=print) -> SweepOutcome:

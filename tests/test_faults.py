@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from ablate import faults
+from ablate.raystart import load_scaled_s
 from ablate.trial import run_trial
 from tests.conftest import REPO, SMALL, make_trial
 
@@ -117,7 +118,7 @@ def fault_sweep(tmp_path_factory, cache_dir, start) -> dict:
     t0 = time.time()
     proc = subprocess.run(
         [sys.executable, "-m", "ablate.run", str(path)], capture_output=True, text=True, cwd=REPO,
-        timeout=300, env=cli_env(ABLATE_FAULT=FAULTS),
+        timeout=load_scaled_s(300), env=cli_env(ABLATE_FAULT=FAULTS),
     )  # fmt: skip
     return {"proc": proc, "dir": tmp / "results" / "faults", "tmp": tmp, "wall_s": time.time() - t0}
 
@@ -229,7 +230,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, cache
         return False
 
     try:
-        deadline = time.time() + 180
+        deadline = time.time() + load_scaled_s(180)
         while not (list(sweep_dir.glob("000-*/final.json")) and b_reached_its_hang()):
             assert driver.poll() is None and time.time() < deadline, (tmp_path / "driver.log").read_text()
             ours += [p for p in ours[0].children(recursive=True) if p not in ours]
@@ -247,7 +248,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, cache
 
     proc = subprocess.run(
         [sys.executable, "-m", "ablate.run", str(path), "--resume"], capture_output=True, text=True,
-        cwd=REPO, timeout=300, env=cli_env(),
+        cwd=REPO, timeout=load_scaled_s(300), env=cli_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 trials finished, 0 errored" in proc.stdout
@@ -276,43 +277,46 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, cache
 # --- storage: a kill at any moment leaves the old file or the new one ---------------------------
 
 
-def _write_until_killed(path: Path, atomic: bool, kills: int) -> int:
-    """Fork a writer that saves checkpoint-like files in a loop, SIGKILL it at a random moment,
-    ``kills`` times; return how many times the file left behind could not be read whole."""
-    import random
+def _killed_mid_write(path: Path, atomic: bool) -> list[str]:
+    """Over a whole old state at ``path``, a forked writer saves a new one and is killed by the kernel
+    when its write reaches byte N (a file size limit, SIGXFSZ: no Python code runs after it), for N
+    spread over the whole write, from its first bytes to its last; return, per kill, what the file
+    left behind holds: "old", "new" or "torn" (unreadable, or half of each)."""
+    import io
+    import resource
 
     import torch
 
     from ablate.cache import atomic_torch_save
 
-    big = torch.zeros(1 << 20)  # 4 MB: a write takes a few milliseconds
-    torn = 0
-    for _ in range(kills):
-        path.unlink(missing_ok=True)
+    big = torch.zeros(1 << 20)  # 4 MB
+    size = len((buf := io.BytesIO(), torch.save({"head": 1, "x": big, "tail": 1}, buf))[0].getvalue())
+    held = []
+    # (A path's archive names its records after the file, a file object's "archive": a few bytes apart.)
+    for limit in [1, 100, 4096, *(size * k // 8 for k in range(1, 8)), size - 100]:
+        torch.save({"head": 0, "x": big, "tail": 0}, path)
         pid = os.fork()
         if pid == 0:  # the child only serializes (no torch threads after fork)
             try:
-                i = 0
-                while True:
-                    i += 1
-                    state = {"head": i, "x": big, "tail": i}
-                    atomic_torch_save(state, path) if atomic else torch.save(state, path)
+                signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; by default it kills
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+                state = {"head": 1, "x": big, "tail": 1}
+                atomic_torch_save(state, path) if atomic else torch.save(state, path)
             finally:
                 os._exit(0)
-        while not path.exists():
-            time.sleep(0.001)
-        time.sleep(random.uniform(0.01, 0.1))
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXFSZ, (limit, status)  # mid-write
         try:
             state = torch.load(path, weights_only=True)
-            torn += state["head"] != state["tail"]
+            held.append({(0, 0): "old", (1, 1): "new"}.get((state["head"], state["tail"]), "torn"))
         except Exception:
-            torn += 1
-    return torn
+            held.append("torn")
+    return held
 
 
 def test_checkpoint_writes_survive_a_kill_at_any_moment(tmp_path):
-    assert _write_until_killed(tmp_path / "state.pt", atomic=True, kills=20) == 0
-    # The control: the same kills tear a plain torch.save (so this test can see a torn file).
-    assert _write_until_killed(tmp_path / "plain.pt", atomic=False, kills=5) >= 1
+    held = _killed_mid_write(tmp_path / "state.pt", atomic=True)
+    assert held == ["old"] * len(held), held  # the new state never replaced it: each kill was mid-write
+    # The control: the same kills tear a plain torch.save every time (so this test can see a torn file).
+    assert _killed_mid_write(tmp_path / "plain.pt", atomic=False) == ["torn"] * len(held)

@@ -1,6 +1,8 @@
 """A real two-node Ray cluster on this machine: a head on 127.0.0.2 and a second node on 127.0.0.3
 (loopback only, one logical CPU each, token authentication on with a throwaway token), a small
-sweep submitted with ``--address``, trials placed on both nodes, every result in shared storage.
+sweep submitted with ``--address``, trials placed on both nodes, every result in shared storage;
+then the second node dies mid-trial and its trial finishes on the head from its checkpoint. Both
+tests share one cluster (started once for this file, each node started again if its start fails).
 
 Both nodes are started with ``ray start --block`` in their own process group and their own
 ``--temp-dir``; the test stops exactly those processes (never ``ray stop``, which would stop every
@@ -14,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,8 +26,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ablate.raystart import load_scaled_s
 from analysis.load import load_trials
 from tests.conftest import REPO, SMALL
+from tests.infra import Service, StartFailed, free_port, log_says, start_service
 
 pytestmark = pytest.mark.slow
 
@@ -34,23 +37,17 @@ HEAD_IP, NODE_IP = "127.0.0.2", "127.0.0.3"
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
 def node_ports(taken: set[int]) -> list[str]:
     """Every port a node listens on, chosen free and distinct (``taken`` collects them across both
     nodes), so nothing collides with each other or with other Ray instances on this machine."""
     while True:  # a range of 100 worker ports of its own
-        low = free_port() // 100 * 100
+        low = free_port("") // 100 * 100
         if not taken & set(range(low, low + 100)):
             taken.update(range(low, low + 100))
             break
 
     def pick() -> int:
-        port = next(p for p in iter(free_port, None) if p not in taken)
+        port = next(p for p in iter(lambda: free_port(""), None) if p not in taken)
         taken.add(port)
         return port
 
@@ -61,38 +58,10 @@ def node_ports(taken: set[int]) -> list[str]:
     return [*(f"--{n}={pick()}" for n in names), f"--min-worker-port={low}", f"--max-worker-port={low + 99}"]
 
 
-class RayNode:
-    """One ``ray start --block`` process (and everything it spawns), stopped on exit."""
-
-    def __init__(self, args: list[str], env: dict, log: Path, temp_dir: str) -> None:
-        self.log, self.temp_dir = log, temp_dir
-        self.proc = subprocess.Popen(
-            [RAY, "start", "--block", *args], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-    def wait_started(self, timeout: float = 90) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if "Ray runtime started" in self.log.read_text(errors="replace"):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.5)
-        raise AssertionError(f"ray start did not come up:\n{self.log.read_text(errors='replace')[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # --block then stops the processes it started
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of this node's own process group
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+def ray_node(args: list[str], env: dict, log: Path) -> Service:
+    """One ``ray start --block`` process (and everything it spawns; SIGINT stops its node)."""
+    return Service([RAY, "start", "--block", *args], log, log_says("Ray runtime started"), env=env,
+                   stop_signal=signal.SIGINT)  # fmt: skip
 
 
 def leftover_pids(temp_dir: str) -> list[int]:
@@ -111,57 +80,70 @@ def leftover_pids(temp_dir: str) -> list[int]:
 WAIT_FOR_NODES = """
 import sys, time, ray
 ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
-deadline = time.time() + 60
+deadline = time.time() + float(sys.argv[3])
 while sum(n["Alive"] for n in ray.nodes()) < int(sys.argv[2]):
     assert time.time() < deadline, ray.nodes()
     time.sleep(0.2)
 """
 
 
-def wait_for_alive_nodes(address: str, env: dict, n: int) -> None:
-    """Block until the cluster's GCS lists ``n`` alive nodes: a sweep submitted earlier could be
-    placed before the second node has registered."""
-    proc = subprocess.run(
-        [sys.executable, "-c", WAIT_FOR_NODES, address, str(n)], env=env, capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def wait_for_alive_nodes(address: str, env: dict, n: int, timeout_s: float) -> None:
+    """Block until the cluster's GCS lists ``n`` alive nodes (a sweep submitted earlier could be
+    placed before the second node has registered); StartFailed if it does not within ``timeout_s``."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", WAIT_FOR_NODES, address, str(n), str(timeout_s)], env=env,
+            capture_output=True, text=True, timeout=2 * timeout_s,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as e:
+        raise StartFailed(f"{n} nodes not alive after {2 * timeout_s:.0f}s") from e
+    if proc.returncode != 0:
+        raise StartFailed(f"{n} nodes not alive:\n{proc.stderr[-3000:]}")
 
 
 @contextmanager
 def two_node_cluster(tmp_path: Path):
     """A Ray head on 127.0.0.2 and a second node on 127.0.0.3 (one CPU each, token auth with a
-    throwaway token, their own temp dir). Yields ``(address, env, node)``; on exit stops both nodes
-    and any process of theirs that outlives them, and checks that none is left."""
+    throwaway token, their own temp dir), each started again if its start fails (tests/infra.py).
+    Yields ``(address, env, node)``; on exit stops both nodes and any process of theirs that
+    outlives them, and checks that none is left."""
     temp_dir = tempfile.mkdtemp(
         prefix="ablate-ray-", dir="/tmp"
     )  # short: Ray's socket paths have a length limit
     token = secrets.token_hex(16)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PYTHONPATH": str(REPO)}
-    gcs_port = free_port()
-    taken = {gcs_port}
     common = ["--num-cpus=1", "--num-gpus=0", "--object-store-memory=100000000", "--disable-usage-stats",
               f"--temp-dir={temp_dir}"]  # fmt: skip
+    taken: set[int] = set()
+    address = ""
+
+    def head(attempt: int) -> Service:
+        nonlocal address
+        gcs_port = free_port("")
+        taken.add(gcs_port)
+        address = f"{HEAD_IP}:{gcs_port}"
+        return ray_node(
+            ["--head", f"--node-ip-address={HEAD_IP}", f"--port={gcs_port}", "--include-dashboard=false",
+             *common, *node_ports(taken)],
+            env, tmp_path / f"head-{attempt}.log",
+        )  # fmt: skip
+
+    def node(attempt: int) -> Service:
+        return ray_node([f"--address={address}", f"--node-ip-address={NODE_IP}", *common, *node_ports(taken)],
+                        env, tmp_path / f"node-{attempt}.log")  # fmt: skip
+
     with ExitStack() as stack:
         try:
-            head = RayNode(
-                ["--head", f"--node-ip-address={HEAD_IP}", f"--port={gcs_port}", "--include-dashboard=false",
-                 *common, *node_ports(taken)],
-                env, tmp_path / "head.log", temp_dir,
+            stack.callback(start_service(head, 60, "Ray head").stop)
+            second = start_service(
+                node, 60, "second Ray node", then=lambda _, timeout_s: wait_for_alive_nodes(address, env, 2, timeout_s)
             )  # fmt: skip
-            stack.callback(head.stop)
-            head.wait_started()
-            node = RayNode(
-                [f"--address={HEAD_IP}:{gcs_port}", f"--node-ip-address={NODE_IP}", *common, *node_ports(taken)],
-                env, tmp_path / "node.log", temp_dir,
-            )  # fmt: skip
-            stack.callback(node.stop)
-            node.wait_started()
-            wait_for_alive_nodes(f"{HEAD_IP}:{gcs_port}", env, 2)
-            yield f"{HEAD_IP}:{gcs_port}", env, node
+            stack.callback(second.stop)
+            yield address, env, second
         finally:
             stack.close()
-            deadline = time.time() + 10  # processes of this cluster that outlive the stop of their node
+            # Processes of this cluster that outlive the stop of their node (a busy machine: slower).
+            deadline = time.time() + load_scaled_s(10)
             while (leftovers := leftover_pids(temp_dir)) and time.time() < deadline:
                 time.sleep(0.5)
             for pid in leftovers:
@@ -173,7 +155,15 @@ def two_node_cluster(tmp_path: Path):
     assert not leftovers, leftovers
 
 
-def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cache_dir, start):
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One two-node cluster for this file's tests (two Ray starts instead of two per test); the
+    node-failure test, which kills the second node, runs last."""
+    with two_node_cluster(tmp_path_factory.mktemp("cluster")) as c:
+        yield c
+
+
+def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(cluster, tmp_path, cache_dir, start):
     sweep = {
         **SMALL,
         "name": "multinode",
@@ -191,11 +181,11 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
     path = tmp_path / "multinode.yaml"
     path.write_text(yaml.safe_dump(sweep))
 
-    with two_node_cluster(tmp_path) as (address, env, _node):
-        proc = subprocess.run(
-            [sys.executable, "-m", "ablate.run", str(path), "--address", address],
-            capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
-        )  # fmt: skip
+    address, env, _node = cluster
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablate.run", str(path), "--address", address],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=load_scaled_s(300),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 trials finished, 0 errored" in proc.stdout
 
@@ -221,3 +211,81 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(tmp_path, cach
     )  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
     assert "4 trials: 4 finished" in (tmp_path / "reports" / "multinode" / "report.md").read_text()
+
+
+# --- a node dies mid-trial (runs last: it kills this file's second node) -------------------------
+
+
+def trial_rows(sweep_dir: Path) -> dict[str, list[dict]]:
+    """Each trial's result rows so far, by its directory name (a line being appended is skipped)."""
+    out = {}
+    for f in sweep_dir.glob("*/result.json"):
+        rows = []
+        for line in f.read_text(errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        out[f.parent.name] = rows
+    return out
+
+
+def test_a_dead_node_s_trial_finishes_on_the_other_node_from_its_checkpoint(cluster, tmp_path, cache_dir, start):  # noqa: E501
+    """The reliability issue's cluster case: the second node's Ray processes are SIGKILLed while its
+    trial holds a checkpoint; the trial finishes on the head from that checkpoint, with the configured
+    step count. Both trials hang at step 10 (after their checkpoint at step 8) until the test acts, so
+    the kill lands mid-trial by construction, on any machine; the head's trial is then released by a
+    SIGKILL of its worker (a retried attempt from a checkpoint meets no fault again)."""
+    address, env, node = cluster
+    steps_per_trial = 3 * SMALL["data"]["task"]["n_train"] // SMALL["training"]["batch_size"]
+    sweep = {
+        **SMALL,
+        "name": "nodefail",
+        "storage": str(tmp_path / "shared" / "results"),
+        "cache_dir": str(cache_dir),
+        "methods": [{"method": "simpo", "hparams": {"gamma": {"grid": [0.0, 1.0]}}}],
+        "training": {**SMALL["training"], "epochs": 3, "checkpoint_every": 8},
+        "resources": {"cpus": 1},  # one trial per node
+        "reuse_workers": False,  # so the second trial stays on the second node (as above)
+        "max_failures": 3,
+    }
+    path = tmp_path / "nodefail.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    sweep_dir = tmp_path / "shared" / "results" / "nodefail"
+    hang = "index=0,step=10,kind=hang; index=1,step=10,kind=hang"
+
+    with (tmp_path / "driver.log").open("w") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "ablate.run", str(path), "--address", address],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            env={**env, "ABLATE_FAULT": hang, "TUNE_GLOBAL_CHECKPOINT_S": "1"},  # rows reach storage each second
+        )  # fmt: skip
+        try:
+            deadline, at_checkpoint = time.time() + load_scaled_s(300), {}
+            while time.time() < deadline and len(at_checkpoint) < 2 and driver.poll() is None:
+                at_checkpoint = {
+                    name: row for name, rows in trial_rows(sweep_dir).items() for row in rows if row.get("step") == 8
+                }  # fmt: skip
+                time.sleep(0.3)
+            assert len(at_checkpoint) == 2, (
+                "the trials did not both reach their checkpoint:\n" + (tmp_path / "driver.log").read_text()[-3000:]
+            )
+            by_ip = {row["node_ip"]: (name, row) for name, row in at_checkpoint.items()}
+            assert set(by_ip) == {HEAD_IP, NODE_IP}, at_checkpoint
+            victim = by_ip[NODE_IP][0]
+            os.killpg(node.proc.pid, signal.SIGKILL)  # the node dies: raylet, workers and all
+            os.kill(by_ip[HEAD_IP][1]["pid"], signal.SIGKILL)  # the head's hanging trial, by its pid
+            driver.wait(timeout=load_scaled_s(400))
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+    out = (tmp_path / "driver.log").read_text()
+    assert driver.returncode == 0, out[-3000:]
+    assert "2 trials finished, 0 errored" in out, out[-3000:]
+    final = trial_rows(sweep_dir)[victim][-1]
+    print(f"victim trial: {victim} resumed from step {final.get('resumed_from_step')} on {final.get('node_ip')}")
+    assert final["status"] == "finished"
+    assert final["steps"] == steps_per_trial  # the configured count, not more, not fewer
+    assert final["resumed_from_step"] == 8  # continued from its checkpoint, not from scratch
+    assert final["node_ip"] == HEAD_IP  # finished on the surviving node

@@ -18,6 +18,7 @@ import psutil
 import pytest
 import yaml
 
+from ablate.raystart import load_scaled_s
 from analysis.load import load_trials
 from tests.conftest import REPO, SMALL
 
@@ -102,14 +103,14 @@ def test_sigkill_of_the_driver_then_resume(tmp_path, cache_dir, start):
     driver = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=first_env)
     ray_processes: list[psutil.Process] = []
     try:
-        deadline, done = time.time() + 300, set()
+        deadline, done = time.time() + load_scaled_s(300), set()
         while time.time() < deadline and driver.poll() is None and len(done) < 2:
             done = terminated_trials(sweep_dir)
             time.sleep(0.5)
         assert driver.poll() is None, (
             "the sweep ended before it could be interrupted: " + (tmp_path / "first.log").read_text()[-2000:]
         )
-        assert len(done) == 2, "the first two trials did not finish within 300 s"
+        assert len(done) == 2, "the first two trials did not finish in time"
         kept = {
             d.name: (d / "result.json").read_bytes()
             for d in sweep_dir.iterdir()

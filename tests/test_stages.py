@@ -22,6 +22,7 @@ import yaml
 
 from ablate import selection
 from ablate import spec as spec_mod
+from ablate.raystart import load_scaled_s
 from ablate.run import main as run_main
 from ablate.spec import stages as stage_spec
 from analysis.report import main as report_main
@@ -263,7 +264,7 @@ def staged_run(tmp_path_factory, cache_dir, start) -> dict:
             )
 
         try:
-            deadline = time.time() + 300
+            deadline = time.time() + load_scaled_s(300)
             while not hung_in_stage_2():
                 assert driver.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
                 ours += [p for p in ours[0].children(recursive=True) if p not in ours]

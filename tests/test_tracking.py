@@ -12,7 +12,6 @@ Fake credentials are planted in the environment throughout and must never be wri
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,13 +19,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from ablate import tracking
+from ablate.raystart import load_scaled_s
 from tests.conftest import REPO, SMALL
-from tests.test_faults import cli_env, stop_tree, trial_dirs
+from tests.infra import Service, free_port, start_service
+from tests.test_faults import cli_env, trial_dirs
 
 FAKE_WANDB_KEY = "fake0wandb0key0c0ffee0123456789abcdef01"
 FAKE_MLFLOW_PASSWORD = "fake-mlflow-password-5e1f9a"
@@ -43,21 +43,6 @@ FINAL = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    """Poll ``condition`` until it holds (never a fixed sleep); fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.2)
-
-
 def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
@@ -69,22 +54,22 @@ def answers(url: str) -> bool:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mlflow")
-    url = f"http://127.0.0.1:{free_port()}"
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
-         "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(tmp / "artifacts"),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
-    )  # fmt: skip
-    server = psutil.Process(proc.pid)
+
+    def server(attempt: int) -> Service:
+        url = f"http://127.0.0.1:{free_port()}"
+        return Service(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
+             "--backend-store-uri", f"sqlite:///{tmp / f'mlflow-{attempt}.db'}",
+             "--artifacts-destination", str(tmp / "artifacts"), "--workers", "1"],
+            tmp / f"server-{attempt}.log", lambda _: answers(url), cwd=tmp,
+        )  # fmt: skip
+
+    # Started again if it does not answer (tests/infra.py); stopped with its workers, by process group.
+    service = start_service(server, 60, "MLflow server")
     try:
-        wait_for(lambda: answers(url) or proc.poll() is not None, 240, "the MLflow server")
-        assert proc.poll() is None, (tmp / "server.log").read_text()[-3000:]
-        yield {"url": url, "dir": tmp}
+        yield {"url": f"http://127.0.0.1:{service.cmd[service.cmd.index('--port') + 1]}", "dir": tmp}
     finally:
-        stop_tree(server.children(recursive=True) + [server])  # by pid: the server and its workers
-        log.close()
+        service.stop()
 
 
 def ray_session_dirs(pid: int) -> list[Path]:
@@ -92,10 +77,10 @@ def ray_session_dirs(pid: int) -> list[Path]:
     return list((Path(tempfile.gettempdir()) / "ray").glob(f"session_*_{pid}"))
 
 
-def cli(args: list[str], env: dict, timeout: int = 400) -> tuple[subprocess.CompletedProcess, int]:
+def cli(args: list[str], env: dict, timeout: float = 400) -> tuple[subprocess.CompletedProcess, int]:
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO, env=env)  # fmt: skip
-    out, err = proc.communicate(timeout=timeout)
+    out, err = proc.communicate(timeout=load_scaled_s(timeout))
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), proc.pid
 
 
