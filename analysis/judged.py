@@ -46,10 +46,11 @@ def judged(row: pd.Series, judge: str, cache: dict | None = None) -> tuple[np.nd
     text), keyed by the files' sizes and times, so a report that is refreshed reads only new trials."""
     cache = {} if cache is None else cache
     path, extra = row.get("heldout"), Path(str(row.get("trial_dir"))) / JUDGMENTS_FILE
-    key = (path, _stamp(path), _stamp(extra))
-    if key not in cache:
-        cache[key] = _read_judged(path, extra)
-    got = cache[key]
+    stamp = (_stamp(path), _stamp(extra))
+    kept = cache.get(path)
+    if kept is None or kept[0] != stamp:
+        kept = cache[path] = (stamp, _read_judged(path, extra))
+    got = kept[1]
     if got is None or judge not in got["prefs"]:
         return None
     return got["prefs"][judge], got["lengths"], got["baseline"]
