@@ -9,7 +9,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-REPORT_FILES = ("params.json", "result.json", "error.txt", "stages.json")
+REPORT_FILES = ("params.json", "result.json", "error.txt", "stages.json", "heldout.json", "judgments.json",
+                "run_order.json")  # fmt: skip
+STATE_PREFIX = "experiment_state-"  # Ray's view of the trials: statuses, and whether the sweep has ended
 
 
 class FetchError(ValueError):
@@ -40,9 +42,21 @@ def localize(path: str, into: Path | None = None) -> Path:
         atexit.register(shutil.rmtree, into, ignore_errors=True)
     dest = Path(into) / root.rstrip("/").rsplit("/", 1)[-1]
     for info in infos:
-        if info.type == fs.FileType.File and info.base_name in REPORT_FILES:
+        wanted = info.base_name in REPORT_FILES or info.base_name.startswith(STATE_PREFIX)
+        if info.type == fs.FileType.File and wanted:
             target = dest / info.path[len(root) :].lstrip("/")
+            if _unchanged(target, info):  # a --watch look copies only what changed since the last
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             with filesystem.open_input_stream(info.path) as src:
                 target.write_bytes(src.read())
     return dest
+
+
+def _unchanged(target: Path, info) -> bool:
+    """Whether the local copy ``target`` has the remote file's size and is not older than it."""
+    try:
+        st = target.stat()
+    except OSError:
+        return False
+    return info.size == st.st_size and info.mtime is not None and info.mtime.timestamp() <= st.st_mtime

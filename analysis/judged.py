@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -41,37 +42,55 @@ def lc_column(df: pd.DataFrame, judge: str) -> str:
 def judged(row: pd.Series, judge: str, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(preferences, answer lengths, baseline lengths; in characters) of one trial under one judge,
     from its ``heldout.json`` or its ``judgments.json``; None when it was not judged by it. ``cache``
-    keeps the files read, for the next judge."""
+    keeps what was read, as arrays (not the whole records: a sweep of 10,000 trials would hold GBs of
+    text), keyed by the files' sizes and times, so a report that is refreshed reads only new trials."""
     cache = {} if cache is None else cache
-    path = row.get("heldout")
-    if path not in cache:
-        cache[path] = load_heldout(path)
-    record = cache[path]
+    path, extra = row.get("heldout"), Path(str(row.get("trial_dir"))) / JUDGMENTS_FILE
+    stamp = (_stamp(path), _stamp(extra))
+    kept = cache.get(path)
+    if kept is None or kept[0] != stamp:
+        kept = cache[path] = (stamp, _read_judged(path, extra))
+    got = kept[1]
+    if got is None or judge not in got["prefs"]:
+        return None
+    return got["prefs"][judge], got["lengths"], got["baseline"]
+
+
+def _stamp(path) -> tuple[int, int] | None:
+    try:
+        st_ = Path(path).stat() if path else None
+    except OSError:
+        return None
+    return (st_.st_mtime_ns, st_.st_size) if st_ else None
+
+
+def _read_judged(path, extra: Path) -> dict | None:
+    record = load_heldout(path)
     gen = (record or {}).get("generations") or {}
     if not gen.get("text") or "baseline_chars" not in gen:
         return None
-    scores = (gen.get("judges") or {}).get(judge)
-    extra = Path(str(row.get("trial_dir"))) / JUDGMENTS_FILE
-    if scores is None and extra.is_file():
+    scores = dict(gen.get("judges") or {})
+    if extra.is_file():
         try:
-            scores = json.loads(extra.read_text()).get(judge)
+            scores = {**json.loads(extra.read_text()), **scores}  # the trial's own judges first
         except (OSError, ValueError):
-            scores = None
-    if not scores:
-        return None
-    prefs = winrate.preferences(scores["scores"], scores["baseline_scores"])
-    return prefs, np.array([len(t) for t in gen["text"]]), np.asarray(gen["baseline_chars"])
+            pass
+    prefs = {j: winrate.preferences(s["scores"], s["baseline_scores"]) for j, s in scores.items()
+             if isinstance(s, dict) and s.get("scores")}  # fmt: skip
+    return {"prefs": prefs, "lengths": np.array([len(t) for t in gen["text"]]),
+            "baseline": np.asarray(gen["baseline_chars"])}  # fmt: skip
 
 
-def add_sweep_lc(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def add_sweep_lc(df: pd.DataFrame, cache: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
     """``lc_win_rate_sweep@<judge>`` (and ``_se``) for every finished trial judged with others on the
-    same prompts and baseline (see the module doc); notes on what could not be fitted."""
+    same prompts and baseline (see the module doc); notes on what could not be fitted. ``cache``: see
+    ``judged`` (``--watch`` keeps one across refreshes)."""
     notes: list[str] = []
     if df.empty or "task_key" not in df.columns:
         return df, notes
     done = df[df["status"] == FINISHED]
     columns: dict[str, pd.Series] = {}
-    cache: dict = {}
+    cache = {} if cache is None else cache
     for judge in judge_ids(df):
         lc_col, se_col = f"lc_win_rate_sweep@{judge}", f"lc_win_rate_sweep_se@{judge}"
         for _, group in done.groupby("task_key"):
@@ -83,16 +102,42 @@ def add_sweep_lc(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             prefs = np.vstack([g[0] for g in got.values()])
             deltas = np.vstack([winrate.standardized_delta(g[1], g[2]) for g in got.values()])
             difficulty = winrate.prompt_difficulty(prefs, deltas)
-            for i, (p, ours, base) in got.items():
-                lc = winrate.length_controlled(p, ours, base, difficulty=difficulty)
-                columns.setdefault(lc_col, pd.Series(np.nan, index=df.index)).loc[i] = lc.lc_win_rate
-                columns.setdefault(se_col, pd.Series(np.nan, index=df.index)).loc[i] = lc.se
+            fits = _lc_fits(list(got.values()), difficulty)
+            columns.setdefault(lc_col, pd.Series(np.nan, index=df.index)).loc[list(got)] = fits[:, 0]
+            columns.setdefault(se_col, pd.Series(np.nan, index=df.index)).loc[list(got)] = fits[:, 1]
         if lc_col not in columns:
             notes.append(f"Judge {judge}: fewer than two trials share prompts and baseline, so its LC win rate "
                          "is the per-trial minimal model (no prompt difficulty).")  # fmt: skip
     if columns:
         df = pd.concat([df.drop(columns=[c for c in columns if c in df.columns]), pd.DataFrame(columns)], axis=1)
     return df, notes
+
+
+PARALLEL_FROM = 400  # trials; below this, starting worker processes costs more than it saves
+
+
+def _lc_fits(got: list[tuple], difficulty: np.ndarray) -> np.ndarray:
+    """(LC win rate, its se) per trial, fitted with the sweep's difficulties: one cross-validated fit per
+    trial (~7 ms at 128 prompts), spread over the machine's cores for a large sweep (processes, not
+    threads: liblinear's random generator is global to a process)."""
+    if len(got) < PARALLEL_FROM or (os.cpu_count() or 1) < 2:
+        return np.array([_lc_fit(g, difficulty) for g in got]).reshape(-1, 2)
+    from joblib import Parallel, delayed
+
+    chunks = np.array_split(np.arange(len(got)), 4 * (os.cpu_count() or 1))
+    parts = Parallel(n_jobs=os.cpu_count())(
+        delayed(_lc_chunk)([got[i] for i in c], difficulty) for c in chunks if len(c)
+    )
+    return np.vstack(parts)
+
+
+def _lc_chunk(got: list[tuple], difficulty: np.ndarray) -> np.ndarray:
+    return np.array([_lc_fit(g, difficulty) for g in got]).reshape(-1, 2)
+
+
+def _lc_fit(g: tuple, difficulty: np.ndarray) -> tuple[float, float]:
+    lc = winrate.length_controlled(g[0], g[1], g[2], difficulty=difficulty)
+    return lc.lc_win_rate, lc.se
 
 
 def _tau(a: pd.Series, b: pd.Series) -> float:

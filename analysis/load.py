@@ -281,24 +281,25 @@ def _failures(error_file: Path, ray_info: dict) -> int:
     return n
 
 
-def load_sweep(sweep_dir: Path) -> list[dict]:
+def load_sweep(sweep_dir: Path, cache: dict | None = None) -> list[dict]:
     """Rows of every trial of one sweep: its trial directories, and the trials Ray knows of that
     have no directory (never started). A staged sweep's rows are those of its stages, each with
-    ``stage``, ``stage_index`` and ``sweep`` = ``<sweep>/<stage>``."""
+    ``stage``, ``stage_index`` and ``sweep`` = ``<sweep>/<stage>``. ``cache`` (``--watch``): rows kept
+    from the last call, reused for trials whose files have not changed since."""
     stages = stage_names(sweep_dir)
     if stages is not None:
         return [
             {**row, "sweep": f"{sweep_dir.name}/{stage}", "stage": stage, "stage_index": i}
             for i, stage in enumerate(stages)
             if is_sweep_dir(sweep_dir / stage)
-            for row in load_sweep(sweep_dir / stage)
+            for row in load_sweep(sweep_dir / stage, cache)
         ]
     state = experiment_state(sweep_dir)
     rows = []
     seen = set()
     for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
         if (d / "params.json").exists() or d.name in state:
-            rows.append(load_trial(d, sweep_dir.name, state.get(d.name)))
+            rows.append(_cached_trial(d, sweep_dir.name, state.get(d.name), cache))
             seen.add(d.name)
     for name, info in state.items():
         if name in seen:
@@ -312,6 +313,26 @@ def load_sweep(sweep_dir: Path) -> list[dict]:
         row.update(status="pending", error=f"never started (Ray status: {info.get('status')})")
         rows.append(row)
     return rows
+
+
+TRIAL_FILES = ("params.json", "result.json", "error.txt", HELDOUT_FILE, JUDGMENTS_FILE)
+
+
+def _cached_trial(trial_dir: Path, sweep: str, ray_info: dict | None, cache: dict | None) -> dict:
+    """``load_trial``, or its row from ``cache`` when the trial's files and Ray status are as they were."""
+    if cache is None:
+        return load_trial(trial_dir, sweep, ray_info)
+    stamp = [sweep, (ray_info or {}).get("status"), (ray_info or {}).get("num_failures")]
+    for name in TRIAL_FILES:
+        try:
+            st = (trial_dir / name).stat()
+            stamp.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamp.append(None)
+    kept = cache.get(str(trial_dir))
+    if kept is None or kept[0] != stamp:  # one entry per trial: a running trial's replaces its last
+        kept = cache[str(trial_dir)] = (stamp, load_trial(trial_dir, sweep, ray_info))
+    return dict(kept[1])
 
 
 def disambiguate_labels(df: pd.DataFrame) -> pd.DataFrame:
@@ -334,9 +355,10 @@ def disambiguate_labels(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def load_trials(sweep_dirs: list[Path]) -> pd.DataFrame:
-    """All trials of ``sweep_dirs`` as one DataFrame (a row per trial, see the module doc)."""
-    rows = [row for sweep in sweep_dirs for row in load_sweep(Path(sweep))]
+def load_trials(sweep_dirs: list[Path], cache: dict | None = None) -> pd.DataFrame:
+    """All trials of ``sweep_dirs`` as one DataFrame (a row per trial, see the module doc); ``cache``:
+    see ``load_sweep``."""
+    rows = [row for sweep in sweep_dirs for row in load_sweep(Path(sweep), cache)]
     df = pd.DataFrame(rows)
     for col in ("label", "method", "setting", "status", "error", "config_key", "heldout", "reference"):
         if col not in df.columns:

@@ -30,6 +30,7 @@ from analysis.tables import header  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 8})
 DPI = 120
+MAX_POINTS = 4000  # per scatter panel: beyond this a cloud is ink, and the PNG and HTML grow with the sweep
 PARAM_LABELS = {
     "gamma": "γ (target reward margin)",
     "beta": "β (reward scale)",
@@ -221,8 +222,13 @@ def length_logp_figure(r: Results, out: Path) -> Figure | None:
     palette = colors(r.best["label"])
     fig, axes = _grid(len(methods))
     rng = np.random.default_rng(0)
+    sampled = []
     for ax, b in zip(axes, methods, strict=False):
         lengths, avg, rho = stats.length_logp([rec["pairs"] for rec in r.heldout[b["config_key"]]])
+        if len(lengths) > MAX_POINTS:  # many seeds: a sample keeps the cloud readable (ρ uses every point)
+            sampled.append(f"{b['label']}: {MAX_POINTS:,} of {len(lengths):,}")
+            pick = rng.choice(len(lengths), MAX_POINTS, replace=False)
+            lengths, avg = lengths[pick], avg[pick]
         ax.scatter(
             lengths + rng.uniform(-0.3, 0.3, len(lengths)), avg, s=6, alpha=0.35, color=palette[b["label"]]
         )
@@ -234,7 +240,7 @@ def length_logp_figure(r: Results, out: Path) -> Figure | None:
     caption = (
         "Average log-likelihood against length of every held-out response (chosen and rejected, all seeds of "
         "the best setting; lengths jittered by ±0.3 for visibility); ρ is Spearman's rank correlation."
-    )
+    ) + (f" Drawn: a random sample of the responses ({'; '.join(sampled)}); ρ uses them all." if sampled else "")
     return _save(fig, out, "length-logp", "Likelihood vs length (Fig. 4a)", caption, svg=False)
 
 

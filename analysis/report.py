@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "setting) and the start point's in AlpacaEval's format, under <out>/<name>/alpaca_eval/")  # fmt: skip
     p.add_argument("--judgments", action="append", default=[], metavar="PATH",
                    help="AlpacaEval's annotations.json of an exported report: shown as one more judge")  # fmt: skip
+    p.add_argument("--watch", action="store_true", help="follow a running sweep: re-render as trials finish, "
+                   "reading only what is new, until the sweep ends (or Ctrl-C); see analysis/watch.py")  # fmt: skip
+    p.add_argument("--interval", type=float, default=10.0, help="--watch: seconds between looks (default 10)")
     return p.parse_args(argv)
 
 
@@ -67,10 +70,10 @@ def choose_metric(df, metric: str | None, mode: str | None) -> tuple[str, str, l
 
 
 def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: str = "std",
-                 notes: list[str] | None = None) -> Path:  # fmt: skip
+                 notes: list[str] | None = None, judged_cache: dict | None = None) -> Path:  # fmt: skip
     """Aggregate ``df`` (from ``load_trials``) and write every file of the report; returns report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    df, judge_notes = judged.add_sweep_lc(df)
+    df, judge_notes = judged.add_sweep_lc(df, judged_cache)
     notes = list(notes or []) + judge_notes
     analysed, stage_notes = staged.final_stage(df)  # a staged sweep: its final stage; else every trial
     results = stats.analyze(analysed, metric, mode)
@@ -102,6 +105,10 @@ def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: s
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.watch:
+        from analysis import watch
+
+        return watch.follow(args)
     try:  # results in object storage (s3://...) are read from there
         args.sweeps = [str(fetch.localize(s)) for s in args.sweeps]
     except fetch.FetchError as e:
@@ -113,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
               "first, or pass a sweep directory (results/<name>, a folder of trial directories).",
               file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
-    df = load_trials(sweep_dirs)
+    return report_from(args, sweep_dirs, load_trials(sweep_dirs))
+
+
+def report_from(args: argparse.Namespace, sweep_dirs: list[Path], df, judged_cache: dict | None = None) -> int:
+    """The report of the loaded trials ``df`` of ``sweep_dirs`` as ``args`` ask; 0, or 2 on bad input."""
     finished = stats.finished(df) if not df.empty else df
     if finished.empty:
         counts = df["status"].value_counts().to_dict() if not df.empty else {}
@@ -148,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.export:
             files = alpaca.export(best, df, Path(args.out) / name)
             print(f"AlpacaEval files: {len(files)} written under {Path(args.out) / name / 'alpaca_eval'}")
-    path = write_report(df, name, Path(args.out) / name, metric, mode, args.spread, notes)
+    path = write_report(df, name, Path(args.out) / name, metric, mode, args.spread, notes, judged_cache)
     problems = int((df["status"] != "finished").sum())
     print(f"Report written: {path} and {path.with_suffix('.html')} "
           f"({len(finished)} finished trials, {problems} not finished; best setting by {metric}, {mode})")  # fmt: skip

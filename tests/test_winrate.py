@@ -8,6 +8,7 @@ the test gives, so its featurisation, fit and prediction run unchanged on the te
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -67,6 +68,45 @@ def test_prompt_difficulty_finds_the_hard_prompts():
     d = winrate.prompt_difficulty(prefs, np.zeros((6, 40)))
     assert abs(d.mean()) < 1e-9
     assert d[:20].mean() > d[20:].mean() + 1.0
+
+
+def test_sparse_difficulty_design_gives_the_dense_answer():
+    # The sweep's difficulty model on a sparse design (memory ~ policies × prompts) against the dense
+    # matrix it replaces (memory ~ its square), ties included so that both copies of some rows count.
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 0.5, (12, 1)) - rng.normal(0, 1.5, (1, 60)) + 0.3
+    prefs = (rng.random((12, 60)) < 1 / (1 + np.exp(-logits))).astype(float)
+    prefs[rng.random((12, 60)) < 0.1] = 0.5
+    deltas = rng.normal(0, 1, (12, 60))
+    sparse = winrate.prompt_difficulty(prefs, deltas)
+    dense = winrate.prompt_difficulty(prefs, deltas, sparse=False)
+    assert np.abs(sparse - dense).max() < 1e-8
+    assert sparse.std() > 0.5  # the prompts' effects were found, not a flat answer
+
+
+@pytest.mark.parametrize("n", [5, 40, 201])
+def test_fast_cv_fit_is_logistic_regression_cv(n):
+    # fit_soft_logistic calls liblinear directly (no per-call validation): the coefficients must be those
+    # of scikit-learn's LogisticRegressionCV with the same folds, seed, penalty and scorer, bit for bit.
+    import sklearn
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import make_scorer
+    from sklearn.model_selection import GroupKFold
+
+    rng = np.random.default_rng(n)
+    z, d = np.tanh(rng.normal(0, 1, n)), rng.normal(0, 1, n)
+    p = (rng.random(n) < 1 / (1 + np.exp(-(0.3 + z - d)))).astype(float)
+    p[rng.random(n) < 0.1] = 0.5
+    x = np.column_stack([z, d, np.ones(n)])
+    rows, y, groups = np.vstack([x, x]), np.r_[np.ones(n), np.zeros(n)], np.r_[np.arange(n), np.arange(n)]
+    with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence at liblinear's cap; `penalty` deprecation
+        scorer = make_scorer(winrate._soft_log_loss, response_method="predict_proba", greater_is_better=False)
+        model = LogisticRegressionCV(cv=GroupKFold(n_splits=5), scoring=scorer.set_score_request(target=True),
+                                     solver="liblinear", fit_intercept=False, random_state=winrate.RANDOM_STATE,
+                                     penalty="l1").set_fit_request(sample_weight=True)  # fmt: skip
+        model.fit(rows, y, sample_weight=np.r_[p, 1 - p], groups=groups, target=np.r_[p, p])
+    assert np.array_equal(winrate.fit_soft_logistic(x, p), model.coef_[0])
 
 
 # --------------------------------------------------------------------------------------------------
