@@ -320,7 +320,8 @@ def evaluate_policy(
     judged = judging.Judged()
     specs = judges.effective(ev, cfg.data)
     if specs and backend.is_main:
-        ctx = judges.Context(backend.device, cfg.cache_dir, cfg.start.path, cfg.data.model_dump(), log=lambda *_: None)
+        ctx = judges.Context(backend.device, cfg.cache_dir, cfg.start.path, cfg.data.model_dump(), log=lambda *_: None,
+                             paths=(cfg.provenance or {}).get("judge_paths"))  # fmt: skip
         judged = judging.judge_generations(specs, ctx, ours, base, base_file.stem, splits.held_out_rows,
                                            oracle_truth=cfg.data.source == "builtin:synthetic")  # fmt: skip
     metrics.update(judged.metrics)

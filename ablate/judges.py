@@ -149,6 +149,7 @@ class Context:
     start_path: str  # the SFT start point (the built-in reward model starts from its weights)
     data: dict  # the sweep's data section (the built-in reward model's labels)
     log: object = print
+    paths: dict | None = None  # hub judge -> its pinned snapshot directory (ablate.provenance)
 
 
 def load(spec: JudgeSpec, ctx: Context) -> Judge:
@@ -160,7 +161,7 @@ def load(spec: JudgeSpec, ctx: Context) -> Judge:
 
         path = reward_model.ensure(ctx.cache_dir, ctx.start_path, ctx.data, log=ctx.log)
         return RewardModelJudge(spec, str(path), ctx.device, judge_id=spec.id)
-    return RewardModelJudge(spec, spec.name, ctx.device)
+    return RewardModelJudge(spec, (ctx.paths or {}).get(spec.name, spec.name), ctx.device, judge_id=spec.id)
 
 
 def check(spec: JudgeSpec, ev: EvalConfig, data: DataConfig) -> str | None:

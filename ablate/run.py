@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ablate import memory_plan, tracking
+from ablate import memory_plan, provenance, tracking
 from ablate import order as order_mod
 from ablate import plan as plan_mod
 from ablate import spec as spec_mod
@@ -290,16 +290,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.sweep}: {'--cluster' if args.cluster else '--gpu-memory'}: {e}.", file=sys.stderr)
         return EXIT_BAD_INPUT
     misfits = [m for e in plan.memory if (m := memory_plan.misfit(e, gpu_memory))]
+    pins = provenance.pin(spec)  # hub names resolved once, offline (ablate.provenance)
     if args.dry_run:
         memory = memory_plan.lines(plan.memory, spec, gpu_memory, source, plan.total, args.trial_hours)
+        for p in pins:
+            print(p.line())
         print_plan(spec, plan, memory)
         for m in misfits:
             print(f"warning: {args.sweep}: {m}.", file=sys.stderr)
         return 0
-    problem = preflight(args, spec, misfits)
+    problem = preflight(args, spec, misfits) or provenance.pin_problem(args.sweep, pins)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    for warning in provenance.pin_warnings(args.sweep, pins):
+        print(warning, file=sys.stderr)
     if spec.stages:
         from ablate import stages
 
@@ -375,6 +380,7 @@ def launch(args: argparse.Namespace, plan: SweepPlan) -> int:
         return EXIT_BAD_INPUT
     spec = plan.spec
     plan = dataclasses.replace(plan.with_start(start_points(spec, startpoint)), source_file=args.sweep)
+    plan = provenance.attach(plan, provenance.pin(spec))  # pinned snapshots and input fingerprints
     print(f"Sweep {spec.name}: {plan.total} trials ({spec.search}){' (resumed)' if args.resume else ''}")
     outcome = tune.run(plan, resume=args.resume)
     if "://" not in outcome.path:  # the baselines the trials were judged against, kept with the results

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ablate import plan as plan_mod
-from ablate import selection
+from ablate import provenance, selection
 from ablate.cache import cache_key
 from ablate.spec import SweepSpec
 from ablate.spec import stages as stage_spec
@@ -190,13 +190,14 @@ def launch(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPla
     if not args.resume:  # the sweep exists from here on: --resume continues it
         record = Record.create(f"{root}/{RECORD}", spec)
     start_for = run.start_points(spec, startpoint)
+    pins = provenance.pin(spec)
     splits = {cache_key(t["data"]): t["data_split"] for t in checked.trials}
     if checked.search:
         splits[cache_key(spec.data.model_dump())] = checked.trial_extra["data_split"]
 
     def prepare(plan: plan_mod.SweepPlan) -> plan_mod.SweepPlan:  # what ablate.run.launch adds to a plan
         plan = plan.with_data_split(lambda data: splits[cache_key(data)]).with_start(start_for)
-        return replace(plan, source_file=args.sweep)
+        return replace(provenance.attach(plan, pins), source_file=args.sweep)
 
     print(f"Staged sweep {spec.name}: {len(spec.stages)} stages{' (resumed)' if args.resume else ''}")
     last = None

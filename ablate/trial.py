@@ -22,6 +22,7 @@ from ablate import evaluate, faults, models, preference, reference, shared_promp
 from ablate.backends import Backend, StepperSetup
 from ablate.backends.single import SingleProcess
 from ablate.memory import MemoryProbe
+from ablate.provenance import write as write_provenance
 from ablate.train import Diverged, Hooks, Stepper, TrainSettings, total_steps, train
 from ablate.trial_config import TrialConfig
 
@@ -50,6 +51,8 @@ def run_trial(
     cfg = trial_config.parse(cfg)
     clock = Clock()
     backend = backend or SingleProcess(cfg, save_artifact)
+    if save_artifact is not None and backend.is_main:  # what made its numbers (ablate.provenance)
+        write_provenance(cfg, backend.world, save_artifact)
     memory = MemoryProbe.start(backend.device)
     metrics = train_and_evaluate(cfg, backend, clock, Reporter(report, report_checkpoint), save_artifact, resume)
     # The trial's objects are gone now. In a reused worker, what the process still holds that it did

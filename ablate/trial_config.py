@@ -63,6 +63,8 @@ class TrialConfig(_Frozen):
     mode: Literal["max", "min"] = "max"
     # Where the training and held-out pairs come from and how many (``ablate.datasource.record``).
     data_split: dict[str, Any] | None = None
+    # Pins and fingerprints of the trial's inputs, computed once by the driver (``ablate.provenance``).
+    provenance: dict[str, Any] | None = None
 
     @property
     def distributed(self) -> bool:

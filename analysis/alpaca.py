@@ -23,6 +23,7 @@ import pandas as pd
 from ablate import winrate
 from ablate.generations import find_baseline
 from analysis.load import FINISHED, load_heldout
+from analysis.provenance import export_record
 
 REFERENCE_GENERATOR = "start point (SFT)"
 
@@ -58,6 +59,8 @@ def export(best: pd.DataFrame, df: pd.DataFrame, out_dir: Path) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(outputs, indent=1))
         written.append(path)
+        # What made these outputs, for `python -m analysis.diff` (analysis.provenance).
+        (path.parent / "provenance.json").write_text(json.dumps(export_record(Path(row["trial_dir"])), indent=1))
         if reference is None:
             base = find_baseline(Path(row["trial_dir"]).parent, gen)
             if base is not None:

@@ -37,7 +37,7 @@ STATUSES = ["finished", "diverged", "errored", "stopped early", "unfinished", "p
 # of one setting; everything else (method, hparams, training, data, model, evaluation, resources,
 # reference, label, the start point's id) defines the setting.
 NOT_SETTING = {"seed", "index", "sweep", "cache_dir", "start", "metric", "mode", "setting", "data_split",
-               "point", "stage", "replay"}  # fmt: skip
+               "point", "stage", "replay", "provenance"}  # fmt: skip
 
 # Keys Ray Tune adds to every reported result: not metrics of ours.
 RAY_KEYS = {

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from analysis import fetch, judged, plots, staged, stats, tables, writers
+from analysis import provenance as provenance_mod
 from analysis.load import find_sweeps, load_trials
 
 EXIT_BAD_INPUT = 2
@@ -79,12 +80,14 @@ def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: s
     results = stats.analyze(analysed, metric, mode)
     table_list = tables.build_tables(results, spread, analysed, metric)
     table_list += [t for t in [staged.tuning_path_table(df, spread)] if t is not None]
+    environment, env_notes = provenance_mod.section(analysed, results.best)  # what the trials ran with
+    table_list += [environment] if environment is not None else []
     for t in table_list:
         writers.write_table(t, out_dir)
     figures = plots.build_figures(results, out_dir, spread)
     df.drop(columns=["history"], errors="ignore").to_csv(out_dir / "trials.csv", index=False)
     empty = sorted(set(df["sweep"]) - set(stats.finished(df)["sweep"]))
-    all_notes = list(notes or []) + stage_notes + results.notes
+    all_notes = list(notes or []) + stage_notes + results.notes + env_notes
     if empty:
         all_notes.append(f"No trial of sweep(s) {', '.join(empty)} finished; they add nothing to the tables.")
     direction = "highest" if mode == "max" else "lowest"

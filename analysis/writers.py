@@ -27,6 +27,7 @@ SECTIONS = [
     ("Length and likelihood", ["length"], ["length-logp"]),
     ("Reward and likelihood", ["agreement"], ["contingency", "agreement"]),
     ("Efficiency", ["efficiency"], ["efficiency"]),
+    ("Environment", ["environment"], []),
     ("Training curves", [], ["curves"]),
     ("All settings", ["settings"], []),
 ]
