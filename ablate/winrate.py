@@ -23,8 +23,14 @@ delta-method error of the LC win rate from the fit's sandwich covariance (what t
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import re
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,7 +107,7 @@ def fit_soft_logistic(x: np.ndarray, p: np.ndarray, n_splits: int = N_SPLITS) ->
     common = {"solver": "liblinear", "fit_intercept": False, "random_state": RANDOM_STATE, **l1}
     from sklearn.exceptions import ConvergenceWarning
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _without_liblinear_label_warning():
         warnings.simplefilter("ignore", FutureWarning)  # scikit-learn's API changes around `penalty`
         # Weak penalties on (nearly) separable judgments stop at liblinear's iteration cap, as in AlpacaEval.
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -116,6 +122,31 @@ def fit_soft_logistic(x: np.ndarray, p: np.ndarray, n_splits: int = N_SPLITS) ->
             model.set_fit_request(sample_weight=True)
             model.fit(rows, y, sample_weight=weight, groups=groups, target=target)
     return model.coef_[0].copy()
+
+
+LIBLINEAR_LABEL_WARNING = re.compile(rb"^WARNING: class label \d+ specified in weight is not found\n?$")
+
+
+@contextlib.contextmanager
+def _without_liblinear_label_warning() -> Iterator[None]:
+    """liblinear (C) prints ``WARNING: class label 1 specified in weight is not found`` to the process's
+    stderr when a cross-validation fold has no row of one label with weight > 0: a policy that lost (or
+    won) every judgment of that fold. The fold is still fitted on the rows it has; nothing about the
+    results is wrong, so the line is dropped and anything else liblinear printed is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            rest = [line for line in caught.read().splitlines(keepends=True)
+                    if not LIBLINEAR_LABEL_WARNING.match(line)]  # fmt: skip
+            if rest:
+                sys.stderr.write(b"".join(rest).decode(errors="replace"))
 
 
 def _l1_arguments(version: str) -> dict:

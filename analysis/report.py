@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from analysis import fetch, judged, plots, staged, stats, tables, writers
-from analysis.load import find_sweeps, load_trials
+from analysis.load import duplicates_note, find_sweeps, load_trials
 
 EXIT_BAD_INPUT = 2
 DEFAULT_METRIC = "reward_accuracy"
@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --metric {metric}: no finished trial reported it. Choose one of: {', '.join(available)}.",
               file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
+    if note := duplicates_note(df):
+        print(f"warning: {note}", file=sys.stderr)
     for sweep in sorted(set(df["sweep"]) - set(finished["sweep"])):
         print(f"warning: no trial of sweep {sweep} finished; it adds nothing to the tables.", file=sys.stderr)
     name = args.name or (sweep_dirs[0].name if len(sweep_dirs) == 1 else "combined")
