@@ -3,10 +3,10 @@ driver that holds it (host, pid, start time) and renewed while it runs.
 
 A second driver of the same sweep (``ablate.run``, a staged sweep, ``ablate.judge``) finds a live lease
 and stops with exit 2, naming the holder. A lease is dead, and taken over, when its holder's process is
-gone (same host) or it has not been renewed for ``STALE_S`` seconds (another host: a SIGKILLed driver
-cannot release it). Locally the lease is created with a hard link (atomic: of two drivers started
-together exactly one gets it); behind a URI, where no create-if-absent exists, a driver writes its lease,
-waits ``SETTLE_S`` and reads it back: the last writer holds it, the other stops."""
+gone (same host: a SIGKILLed driver cannot release it) or, held from another host, it has not been
+renewed for ``STALE_S`` seconds. Locally the lease is created with a hard link (atomic: of two drivers
+started together exactly one gets it); behind a URI, where no create-if-absent exists, a driver writes
+its lease, waits ``SETTLE_S`` and reads it back: the last writer holds it, the other stops."""
 
 from __future__ import annotations
 
@@ -45,12 +45,13 @@ class Holder:
     def dead(self, now: float | None = None) -> str | None:
         """Why this lease's holder is gone, or None while it may run."""
         age = (now or time.time()) - self.renewed_at
-        if self.host == socket.gethostname():
+        if self.host == socket.gethostname():  # the process decides: a slow renewal on a busy machine is no death
             try:
                 if abs(psutil.Process(self.pid).create_time() - self.started_at) > 1.0:
                     return f"process {self.pid} is another process now"
             except psutil.NoSuchProcess:
                 return f"process {self.pid} is gone"
+            return None
         if age > STALE_S:
             return f"not renewed for {age:.0f} s"
         return None
@@ -135,8 +136,8 @@ def acquire(directory: str, command: str, what: str) -> Lease | str:
 def busy(what: str, path: str, holder: Holder) -> str:
     return (f"{what} is being run by another driver: {holder.describe()} ({path}). One driver at a time: "
             "wait for it to end, or stop it first. If it is dead (killed, or its machine gone), run again "
-            f"with --resume: its lease is taken over once its process is gone (same host) or it has not "
-            f"been renewed for {STALE_S:.0f} s.")  # fmt: skip
+            f"with --resume: its lease is taken over once its process is gone (same host) or, from another "
+            f"host, once it has not been renewed for {STALE_S:.0f} s.")  # fmt: skip
 
 
 def _claim_local(directory: str, mine: Holder, seen: Holder | None) -> bool | Holder | None:
