@@ -27,7 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from ablate import data as data_mod
-from ablate import judges, judging, models
+from ablate import judges, judging, lease, models, sweepdir
 from ablate.cache import atomic_write_json
 from ablate.generations import GenerationSet, find_baseline, publish_baselines
 from ablate.spec.evaluation import JudgeSpec
@@ -92,9 +92,15 @@ def main(argv: list[str] | None = None) -> int:
             if problem:
                 print(f"error: --judge {spec.name}: {problem}. Nothing was judged.", file=sys.stderr)
                 return EXIT_BAD_INPUT
-    publish_baselines(sweep)
-    device = models.pick_device() if args.device is None else torch.device(args.device)
-    return judge_sweep(sweep, trials, specs, device)
+    home = sweepdir.lease_home(str(sweep.resolve()))  # one driver per sweep: no judging while it runs
+    held = lease.acquire(home, f"python -m ablate.judge {args.results}", f"{args.results}: sweep {Path(home).name!r}")
+    if isinstance(held, str):
+        print(f"error: {held} Nothing was judged.", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    with held:
+        publish_baselines(sweep)
+        device = models.pick_device() if args.device is None else torch.device(args.device)
+        return judge_sweep(sweep, trials, specs, device)
 
 
 def judge_sweep(sweep: Path, trials: list, specs: list[JudgeSpec], device) -> int:

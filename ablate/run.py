@@ -13,7 +13,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from ablate import memory_plan, provenance, tracking
+from ablate import lease as lease_mod
+from ablate import memory_plan, provenance, sweepdir, tracking
 from ablate import order as order_mod
 from ablate import plan as plan_mod
 from ablate import spec as spec_mod
@@ -257,7 +258,13 @@ def storage_problem(
                 f"{args.sweep}: name: a sweep called {spec.name!r} already exists at {where}. Pass --resume to "
                 "continue it, --overwrite to delete it and start again, or change `name`."
             )
-        tune.delete_experiment(spec.storage, spec.name)
+        stages = tuple(s.name for s in spec.stages)
+        refused = sweepdir.overwrite_problem(where, keep=stages)
+        if refused:
+            return (f"{args.sweep}: --overwrite: {refused}. ablate deletes only a sweep directory it wrote, and "
+                    "nothing was deleted. Move those files away (or delete the directory yourself if it is "
+                    "yours), or change `name` or `storage`.")  # fmt: skip
+        sweepdir.delete_known(where, keep=stages)
     if args.resume and not exists:
         return (
             f"{args.sweep}: --resume: there is no sweep {spec.name!r} to resume at {where}. Run without "
@@ -367,14 +374,44 @@ def start_points(spec: SweepSpec, startpoint) -> Callable[[dict], dict]:
     return start_for
 
 
+def hold(args: argparse.Namespace, spec: SweepSpec, tune) -> lease_mod.Lease | None:
+    """The sweep's lease (``ablate.lease``: one driver per sweep), its directory checked to lie inside
+    ``storage``; None after printing why not."""
+    problem = sweepdir.outside_problem(spec.storage, spec.name)
+    if problem:
+        print(f"error: {args.sweep}: name: {problem}. Give `name` a folder of its own inside `storage`.",
+              file=sys.stderr)  # fmt: skip
+        return None
+    flags = [f"--{f}" for f in ("resume", "overwrite") if getattr(args, f)]
+    held = lease_mod.acquire(tune.experiment_path(spec.storage, spec.name),
+                             " ".join(["python -m ablate.run", args.sweep, *flags]),
+                             f"{args.sweep}: sweep {spec.name!r}")  # fmt: skip
+    if isinstance(held, str):
+        print(f"error: {held}", file=sys.stderr)
+        return None
+    return held
+
+
 def launch(args: argparse.Namespace, plan: SweepPlan) -> int:
-    """Connect to Ray, prepare the start points, run the plan, print the summary."""
-    from ablate import startpoint, tune  # heavy imports only when launching
+    """Hold the sweep's lease while it runs (``run_plan``)."""
+    from ablate import tune  # heavy imports only when launching
+
+    held = hold(args, plan.spec, tune)
+    if held is None:
+        return EXIT_BAD_INPUT
+    with held:
+        return run_plan(args, plan, tune)
+
+
+def run_plan(args: argparse.Namespace, plan: SweepPlan, tune) -> int:
+    """Check the storage, connect to Ray, prepare the start points, run the plan, print the summary."""
+    from ablate import startpoint
 
     problem = storage_problem(args, plan.spec, tune)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    sweepdir.write_marker(tune.experiment_path(plan.spec.storage, plan.spec.name), plan.spec.name)
     t0 = time.time()
     if not connect(args, tune):  # before the SFT start point, so a wrong address costs no training
         return EXIT_BAD_INPUT

@@ -14,13 +14,14 @@ import argparse
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 
 from ablate import plan as plan_mod
-from ablate import provenance, selection
+from ablate import provenance, selection, sweepdir
 from ablate.cache import cache_key
 from ablate.spec import SweepSpec
 from ablate.spec import stages as stage_spec
@@ -85,10 +86,12 @@ def write_bytes(path: str, data: bytes) -> None:
     import pyarrow.fs
 
     fs, where = pyarrow.fs.FileSystem.from_uri(path)
-    fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(f"{where}.tmp") as f:
+    folder, name = where.rsplit("/", 1)
+    fs.create_dir(folder, recursive=True)
+    tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"  # a name of its own: two writers do not mix
+    with fs.open_output_stream(tmp) as f:
         f.write(data)
-    fs.move(f"{where}.tmp", where)
+    fs.move(tmp, where)
 
 
 def read_bytes(path: str) -> bytes | None:
@@ -164,9 +167,25 @@ def launch(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPla
     """Run the stages in order (or with ``--resume`` continue where the sweep stopped); exit code as
     ``ablate.run``: 0 when the last stage finished a trial, 1 otherwise, 2 on bad input. ``checked``:
     the first stage's plan after ``ablate.run.check_data``, whose data split every stage records."""
-    from ablate import run, startpoint, tune
+    from ablate import run, tune
 
     root = tune.experiment_path(spec.storage, spec.name)
+    for stage in spec.stages:  # each stage's folder inside the sweep's
+        problem = sweepdir.outside_problem(root, stage.name)
+        if problem:
+            print(f"error: {args.sweep}: stages: {problem}. Give each stage a folder of its own.", file=sys.stderr)
+            return run.EXIT_BAD_INPUT
+    held = run.hold(args, spec, tune)  # one driver per sweep, for all its stages
+    if held is None:
+        return run.EXIT_BAD_INPUT
+    with held:
+        return run_stages(args, spec, checked, root)
+
+
+def run_stages(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPlan, root: str) -> int:
+    """``launch`` with the sweep's lease held."""
+    from ablate import run, startpoint, tune
+
     record = Record.read(f"{root}/{RECORD}")
     problem = run.storage_problem(
         args, spec, tune, exists=record is not None or tune.exists(spec.storage, spec.name)
@@ -177,6 +196,7 @@ def launch(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPla
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return run.EXIT_BAD_INPUT
+    sweepdir.write_marker(root, spec.name)
     if args.resume:
         launched = record.spec().model_copy(update={"storage": spec.storage})
         if launched != spec:

@@ -6,9 +6,9 @@ import json
 import os
 import pickle
 import re
-import shutil
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +17,11 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from ablate import checkpoint, faults, memory, raystart, trial_config
+from ablate import checkpoint, faults, memory, raystart, sweepdir, trial_config
 from ablate import order as order_mod
 from ablate import spec as spec_mod
 from ablate.backends import deepspeed as deepspeed_backend
+from ablate.cache import cache_key
 from ablate.plan import SweepPlan
 from ablate.tracking import callbacks_for as tracking_callbacks
 from ablate.trial import run_trial
@@ -55,6 +56,9 @@ def trainable(config: dict) -> None:
     def report(metrics: dict) -> None:
         if "status" in metrics:
             metrics = {**metrics, "node_id": metrics.get("node_id", node_id)}  # where the trial ran
+            # record_id: which write this is (a record is written once: a replay keeps it); trial_key:
+            # which trial it is, whatever folder Ray gives the trial.
+            metrics["record_id"], metrics["trial_key"] = uuid.uuid4().hex, cache_key(config[TRIAL_KEY])
             save_to_trial_dir(FINAL_RECORD, json.dumps(metrics, default=str).encode())
         tune.report(metrics)
 
@@ -369,6 +373,7 @@ def run(plan: SweepPlan, resume: bool = False, log=print) -> SweepOutcome:
         verbose=0,
         callbacks=[Progress(plan.total, log), *tracking_callbacks(plan, path)],  # trackers: ablate/tracking/
     )
+    sweepdir.write_marker(path, spec.name)  # a stage's folder too: ablate's own (--overwrite)
     if resume:  # the order was recorded when the sweep started
         tuner = tune.Tuner.restore(path, wrapped, resume_unfinished=True, resume_errored=True)
     else:
@@ -407,16 +412,9 @@ def run(plan: SweepPlan, resume: bool = False, log=print) -> SweepOutcome:
 
 
 def delete_experiment(storage: str, name: str) -> None:
-    """Remove a sweep's results, on local disk or behind a URI (through pyarrow's filesystems, as Tune)."""
-    path = experiment_path(storage, name)
-    if "://" not in path:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    import pyarrow.fs
-
-    fs, fs_path = pyarrow.fs.FileSystem.from_uri(path)
-    if fs.get_file_info(fs_path).type != pyarrow.fs.FileType.NotFound:
-        fs.delete_dir(fs_path)
+    """Remove what ablate and Ray Tune wrote of a sweep, on local disk or behind a URI (through pyarrow's
+    file systems, as Tune); anything else in its directory stays (``ablate.sweepdir``)."""
+    sweepdir.delete_known(experiment_path(storage, name))
 
 
 def exists(storage: str, name: str) -> bool:

@@ -14,7 +14,10 @@ Every trial gets a row and a ``status``; none is dropped:
 * ``stopped early`` Ray terminated it before its final record (an early-stopping scheduler);
 * ``unfinished``    running, paused or interrupted (no final record, not terminated);
 * ``pending``       known to Ray's experiment state but never started (no directory);
-* ``unreadable``    its ``params.json`` cannot be read; skipped by the analysis, listed in the report.
+* ``unreadable``    its ``params.json`` cannot be read; skipped by the analysis, listed in the report;
+* ``duplicate``     finished, but a later finished trial of the sweep has the same setting and seed
+                    (two drivers of one sweep, or a trial trained twice): one seed is one replicate, so
+                    only the later one counts, and the report lists this one with the reason.
 
 Settings are matched across sweeps by config, not by directory names: ``config_key`` hashes the
 trial config without the seed and the bookkeeping that differs between runs of the same setting
@@ -31,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 FINISHED = "finished"
-STATUSES = ["finished", "diverged", "errored", "stopped early", "unfinished", "pending", "unreadable"]
+STATUSES = ["finished", "diverged", "errored", "stopped early", "unfinished", "pending", "unreadable", "duplicate"]
 
 # Trial-config keys that do not change what a trial computes, or that differ between the seeds
 # of one setting; everything else (method, hparams, training, data, model, evaluation, resources,
@@ -258,6 +261,8 @@ def load_trial(trial_dir: Path, sweep: str, ray_info: dict | None = None) -> dic
     for k, v in (final or {}).items():
         if k not in RAY_KEYS and k != "status" and _number(v):
             row[k] = float(v)
+    if final is not None and _number(final.get("timestamp")):
+        row["finished_at"] = float(final["timestamp"])  # Ray's time of the final report
     heldout = trial_dir / HELDOUT_FILE
     row["heldout"] = str(heldout) if heldout.is_file() else None
     row.update(judgment_metrics(trial_dir / JUDGMENTS_FILE))
@@ -295,7 +300,7 @@ def load_sweep(sweep_dir: Path, cache: dict | None = None) -> list[dict]:
             for row in load_sweep(sweep_dir / stage, cache)
         ]
     state = experiment_state(sweep_dir)
-    rows = []
+    rows: list[dict] = []
     seen = set()
     for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
         if (d / "params.json").exists() or d.name in state:
@@ -312,6 +317,25 @@ def load_sweep(sweep_dir: Path, cache: dict | None = None) -> list[dict]:
                 pass
         row.update(status="pending", error=f"never started (Ray status: {info.get('status')})")
         rows.append(row)
+    return mark_duplicates(rows)
+
+
+def mark_duplicates(rows: list[dict]) -> list[dict]:
+    """Of finished trials of one sweep with the same setting and seed, keep the one that finished last and
+    mark the others ``duplicate``: the same seed run twice is not two replicates, and counting it twice
+    would narrow every interval for nothing."""
+    latest: dict[tuple, dict] = {}
+    for row in rows:
+        if row.get("status") == FINISHED:
+            key = (row.get("config_key"), row.get("seed"))
+            if key not in latest or row.get("finished_at", 0.0) >= latest[key].get("finished_at", 0.0):
+                latest[key] = row
+    for row in rows:
+        kept = latest.get((row.get("config_key"), row.get("seed")))
+        if row.get("status") == FINISHED and kept is not None and kept is not row:
+            row["status"] = "duplicate"
+            row["error"] = (f"same setting and seed as {kept['trial']}, which finished later and is the one "
+                            "counted (one seed is one replicate)")  # fmt: skip
     return rows
 
 
@@ -333,6 +357,17 @@ def _cached_trial(trial_dir: Path, sweep: str, ray_info: dict | None, cache: dic
     if kept is None or kept[0] != stamp:  # one entry per trial: a running trial's replaces its last
         kept = cache[str(trial_dir)] = (stamp, load_trial(trial_dir, sweep, ray_info))
     return dict(kept[1])
+
+
+def duplicates_note(df: pd.DataFrame) -> str | None:
+    """What the report says when trials were marked ``duplicate`` (``mark_duplicates``), or None."""
+    dups = df[df["status"] == "duplicate"] if "status" in df.columns else df.iloc[:0]
+    if dups.empty:
+        return None
+    shown = ", ".join(dups["trial"][:5]) + (", ..." if len(dups) > 5 else "")
+    return (f"{len(dups)} finished trial(s) repeat the setting and seed of a later one ({shown}); each "
+            "(setting, seed) is counted once, the later trial (the others are listed under 'Trials that did "
+            "not finish').")  # fmt: skip
 
 
 def disambiguate_labels(df: pd.DataFrame) -> pd.DataFrame:

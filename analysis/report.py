@@ -15,7 +15,7 @@ from pathlib import Path
 
 from analysis import fetch, judged, plots, staged, stats, tables, writers
 from analysis import provenance as provenance_mod
-from analysis.load import find_sweeps, load_trials
+from analysis.load import duplicates_note, find_sweeps, load_trials
 
 EXIT_BAD_INPUT = 2
 DEFAULT_METRIC = "reward_accuracy"
@@ -144,6 +144,8 @@ def report_from(args: argparse.Namespace, sweep_dirs: list[Path], df, judged_cac
         print(f"error: --metric {metric}: no finished trial reported it. Choose one of: {', '.join(available)}.",
               file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
+    if note := duplicates_note(df):
+        print(f"warning: {note}", file=sys.stderr)
     for sweep in sorted(set(df["sweep"]) - set(finished["sweep"])):
         print(f"warning: no trial of sweep {sweep} finished; it adds nothing to the tables.", file=sys.stderr)
     name = args.name or (sweep_dirs[0].name if len(sweep_dirs) == 1 else "combined")

@@ -13,6 +13,29 @@ from ablate.spec.errors import SpecError, format_validation
 from ablate.spec.schema import SweepSpec
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping, where PyYAML keeps the last one
+    silently (two `name:` lines: which sweep did the user mean?)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):
+                continue  # an unhashable key: the schema refuses it
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: object, first: int, second: int) -> None:
+        super().__init__(key, first, second)
+        self.key, self.first, self.second = key, first, second
+
+
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file; every problem raises ``SpecError`` with file, field and fix."""
     path = Path(path)
@@ -23,7 +46,16 @@ def load_sweep(path: str | Path) -> SweepSpec:
             f"{path}: cannot read the sweep file ({e}). Pass the path of a YAML sweep file."
         ) from None
     try:
-        raw = yaml.safe_load(text)
+        loader = UniqueKeyLoader(text)  # a SafeLoader: Python tags are refused
+        try:
+            raw = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except DuplicateKey as e:
+        raise SpecError(
+            f"{path}: the key {e.key!r} is written twice in one mapping, on lines {e.first} and {e.second}; "
+            "YAML would keep only the second silently. Keep one of them."
+        ) from None
     except yaml.YAMLError as e:
         raise SpecError(
             f"{path}: not valid YAML ({str(e).splitlines()[0]}). Fix the syntax at the line shown."

@@ -295,6 +295,17 @@ class StageFrom(Strict):
     )
 
 
+def one_folder(name: str) -> str:
+    """A sweep's or a stage's name is its folder: one path component that stays where it is put, so
+    ``--overwrite`` can never reach a parent (``..``) or every sweep at once (``.``)."""
+    if name.strip(".") == "":
+        raise ValueError(
+            f"{name!r} is not a folder name of its own (it names the storage or its parent); use letters, "
+            "digits, `_`, `-` or `.`, e.g. `gamma`"
+        )
+    return name
+
+
 class Stage(Strict):
     """One stage of a staged sweep (``stages:``): what it searches, where the rest comes from, and its
     own search settings (each defaults to the sweep's). ``ablate.spec.stages`` turns it into a sweep."""
@@ -302,6 +313,8 @@ class Stage(Strict):
     name: str = Field(
         pattern=r"^[A-Za-z0-9_.-]+$", description="The stage's folder under <storage>/<sweep>/; unique."
     )
+
+    _one_folder = field_validator("name")(lambda cls, v: one_folder(v))
     params: list[str] = Field(
         default_factory=list,
         description="What this stage searches: hyperparameter or training names (beta, learning_rate), "
@@ -347,7 +360,7 @@ class Stage(Strict):
 
 
 class SweepSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="The sweep's folder under `storage`.")
     storage: str = Field("results", description="Local path or URI (s3://, gs://) where results go.")
     cache_dir: str = Field(
         ".cache/ablate", description="Where the SFT start point and tokenized data are cached."
@@ -406,6 +419,8 @@ class SweepSpec(Strict):
     @classmethod
     def _scheduler_shorthand(cls, v: Any) -> Any:
         return {"type": v} if isinstance(v, str) else v
+
+    _one_folder = field_validator("name")(lambda cls, v: one_folder(v))
 
     @property
     def uses_deepspeed(self) -> bool:
