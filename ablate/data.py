@@ -310,7 +310,7 @@ def validate_local(data: dict) -> dict[str, int] | None:
     if not (datasource.is_local(data["source"]) or datasource.is_local(data.get("eval_source"))):
         return None
     counts = {"skipped_pairs_empty": 0, "skipped_pairs_identical": 0}
-    train, held_out = load_splits(data, counts)
+    train, held_out = load_splits({**data, "on_policy": None}, counts)  # the data set's own pairs
     return {"train_pairs": len(train), "held_out_pairs": len(held_out), **counts}
 
 

@@ -177,7 +177,9 @@ ShardMap = Callable[[Job, list, list[int]], Iterable[tuple[int, bytes]]]
 
 
 def local_shards(job: Job, prompts: list, pending: list[int], log=print) -> Iterable[tuple[int, bytes]]:
-    """Shards built here, one after another, with the model and judge loaded once."""
+    """Shards built here, one after another, with the model and judge loaded once (not at all if none is due)."""
+    if not pending:
+        return
     sampler = Sampler(job, log)
     size = job.cfg.shard_size
     for s in pending:
@@ -214,8 +216,8 @@ def build(job: Job, log=print, shard_map: ShardMap | None = None) -> tuple[Path,
             shown.advance(len(prompts[s * size : (s + 1) * size]))
             for step in kill_after & {s + 1}:
                 faults.fire("kill", step)
-    records = [json.loads(line) for s in range(n_shards) for line in (folder / SHARD.format(s)).read_text().splitlines()]
     c = job.cfg
+    records = (json.loads(line) for s in range(n_shards) for line in _lines(folder / SHARD.format(s)))
     pairs, dropped = onpolicy_pick.pairs_of(records, c.pick, c.min_margin, c.dedupe)
     summary = {**onpolicy_pick.summary(pairs, dropped, len(prompts), c.samples), "judge": c.judge.id,
                "pick": c.pick, "file": str(pairs_path), "build_seconds": round(time.monotonic() - t0, 1)}  # fmt: skip
@@ -227,6 +229,12 @@ def build(job: Job, log=print, shard_map: ShardMap | None = None) -> tuple[Path,
     atomic_write_bytes(pairs_path, "".join(json.dumps(p, sort_keys=True) + "\n" for p in pairs).encode())
     atomic_write_json(summary_path, summary)
     return pairs_path, summary
+
+
+def _lines(path: Path) -> Iterable[str]:
+    """A shard's lines, read one at a time (a paper-scale build's answers do not fit in memory at once)."""
+    with path.open(encoding="utf-8") as f:
+        yield from f
 
 
 def attach(plan: SweepPlan, log=print, shard_map: ShardMap | None = None) -> SweepPlan:

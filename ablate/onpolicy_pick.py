@@ -8,6 +8,7 @@ vs rejected length (the length bias the judge brings in)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from statistics import mean
 
 import numpy as np
@@ -55,7 +56,7 @@ def pick(record: dict, how: str, min_margin: float, dedupe: bool) -> dict | str:
     }
 
 
-def pairs_of(records: list[dict], how: str, min_margin: float, dedupe: bool) -> tuple[list[dict], dict[str, int]]:
+def pairs_of(records: Iterable[dict], how: str, min_margin: float, dedupe: bool) -> tuple[list[dict], dict[str, int]]:
     """The pairs of every prompt, in prompt order, and how many prompts were dropped for each reason."""
     pairs, dropped = [], dict.fromkeys(DROP_REASONS, 0)
     for record in records:

@@ -7,6 +7,7 @@ side by side in one run (also runnable alone: ``python -m bench.trainer_vs_trl``
 4. ``judging_overhead``: what judging (two judges, win rates, length control) adds to a trial.
 5. ``lora_vs_full``: runtime and peak memory of SimPO and DPO trials, full fine-tuning vs LoRA.
 6. ``worker_drift``: whether identical trials' costs move with their place in a reused worker.
+7. ``generation``: batched generation (the on-policy build's and evaluation's) vs one prompt at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import judging_overhead, lora_vs_full, simpo_vs_dpo, sweep_overhead, trainer_vs_trl, worker_drift
+from bench import (
+    generation,
+    judging_overhead,
+    lora_vs_full,
+    simpo_vs_dpo,
+    sweep_overhead,
+    trainer_vs_trl,
+    worker_drift,
+)
 
 BENCHMARKS = {
     "trainer_vs_trl": lambda quick: trainer_vs_trl.run(quick),
@@ -23,6 +32,7 @@ BENCHMARKS = {
     "judging_overhead": lambda quick: judging_overhead.run(quick, 1 if quick else 3),
     "lora_vs_full": lambda quick: lora_vs_full.run(quick),
     "worker_drift": lambda quick: worker_drift.run(quick),
+    "generation": lambda quick: generation.run(quick),
 }
 
 

@@ -217,3 +217,14 @@ def test_report_tables_compare_the_arms_and_describe_the_data(tmp_path):
     assert compare.data["on − off"].iloc[0].startswith("+0.210 [")
     row = data_table.data.iloc[0]
     assert (row["pairs kept"], row["dropped: duplicates"], row["ties"], row["chosen longer"]) == (2, 1, 2, "0.50")
+
+
+def test_on_policy_needs_a_grid_sweep(tmp_path, capsys):
+    path = tmp_path / "sweep.yaml"
+    sweep = {**SMALL, "cache_dir": str(tmp_path), "search": "random", "num_samples": 2,
+             "methods": [{"method": "simpo", "hparams": {"beta": {"uniform": [1.0, 3.0]}}}],
+             "data": {**SMALL["data"], "on_policy": ON_POLICY}}  # fmt: skip
+    path.write_text(yaml.safe_dump(sweep))
+    assert run_main([str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "data.on_policy" in err and "search: grid" in err and "Traceback" not in err

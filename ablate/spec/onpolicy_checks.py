@@ -1,5 +1,6 @@
 """Checks of ``data.on_policy`` before launch (``ablate.spec.checks``): the judge must be able to score
-these prompts, a prompt file must exist and have its field, and only a grid sweep runs two data arms."""
+these prompts, a prompt file must exist and have its field, and the sweep must be a grid sweep (its trials are known before
+they start, so the build can come first)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def check_on_policy(path: Path, spec: SweepSpec) -> None:
             "sequence-classification reward model's hub id or directory (e.g. RLHFlow/ArmoRM-Llama3-8B-v0.1 "
             "with trust_remote_code: true)."
         )
-    if len(cfg.variants) > 1 and (spec.search != "grid" or spec.stages):
+    if spec.search != "grid" or spec.stages:
         raise SpecError(
-            f"{path}: data.on_policy.variants: comparing {' and '.join(cfg.variants)} in one sweep needs a grid "
-            "sweep without stages (every method entry runs once per arm). Set `search: grid`, or keep one variant."
+            f"{path}: data.on_policy: on-policy pairs are built for a grid sweep's trials before they start, and a "
+            f"{'staged' if spec.stages else spec.search} sweep makes its trials later. Use `search: grid` without "
+            "`stages`, or build the pairs with a grid sweep first and give its pairs file as data.source."
         )
     if cfg.prompts == "train" or "://" in cfg.prompts:
         return
