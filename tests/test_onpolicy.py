@@ -228,3 +228,24 @@ def test_on_policy_needs_a_grid_sweep(tmp_path, capsys):
     assert run_main([str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "data.on_policy" in err and "search: grid" in err and "Traceback" not in err
+
+
+def test_attach_builds_once_and_points_the_on_policy_arm_at_the_pairs(built, small_spec, start):
+    from ablate import plan as plan_mod
+
+    trial, _, path, summary, _ = built
+    section = OnPolicyConfig.model_validate({**ON_POLICY, "variants": ["off_policy", "on_policy"]})
+    spec = small_spec.model_copy(update={"cache_dir": trial["cache_dir"], "seeds": [0, 1],
+                                         "data": small_spec.data.model_copy(update={"on_policy": section})})  # fmt: skip
+    lines: list[str] = []
+    plan = plan_mod.build(spec).with_start(lambda data: start)
+    attached = onpolicy.attach(plan, log=lines.append)
+    assert lines[0] == f"On-policy data: reusing {path}"  # a second sweep with the same key reuses the build
+    assert sum("reusing" in line for line in lines) == 1  # one data set for both seeds' trials
+    for before, after in zip(plan.trials, attached.trials, strict=True):
+        if before["label"].endswith("[off-policy]"):
+            assert after == before
+        else:
+            assert after["data"]["on_policy"]["built"] == str(path)
+            assert after["data_split"]["on_policy"]["kept"] == summary["kept"]
+            assert after["data_split"]["train_pairs"] == summary["kept"]
