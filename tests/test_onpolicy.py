@@ -198,6 +198,7 @@ def test_report_tables_compare_the_arms_and_describe_the_data(tmp_path):
 
     from ablate.spec.expand import data_variants
     from analysis import onpolicy as report_onpolicy
+    from analysis import writers
 
     summary = onpolicy_pick.summary(
         [{"chosen_score": 1.0, "rejected_score": 0.2, "chosen_tokens": 9, "rejected_tokens": 3},
@@ -217,6 +218,8 @@ def test_report_tables_compare_the_arms_and_describe_the_data(tmp_path):
     assert compare.data["on − off"].iloc[0].startswith("+0.210 [")
     row = data_table.data.iloc[0]
     assert (row["pairs kept"], row["dropped: duplicates"], row["ties"], row["chosen longer"]) == (2, 1, 2, "0.50")
+    shown = [name for _, names, _ in writers.SECTIONS for name in names]
+    assert {compare.name, data_table.name} <= set(shown)  # the report has a section for them
 
 
 def test_on_policy_needs_a_grid_sweep(tmp_path, capsys):
