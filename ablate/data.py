@@ -268,8 +268,15 @@ def batch_indices(
 
 def load_splits(data: dict, counts: dict | None = None) -> tuple[list[dict], list[dict]]:
     """(train rows, held-out rows) for a ``data`` section of a trial config, without unusable pairs
-    (``drop_unusable``; ``counts``, if given, receives how many were skipped and why)."""
+    (``drop_unusable``; ``counts``, if given, receives how many were skipped and why). With built on-policy
+    pairs (``data.on_policy.built``, ``ablate.onpolicy``) they are the training rows; the held-out stay."""
     from ablate import synthetic
+
+    built = (data.get("on_policy") or {}).get("built")
+    if built:
+        _, held_out = load_splits({**data, "on_policy": None}, counts)
+        rows = [check_row(row, f"{built} line {n}", ("prompt", "chosen", "rejected")) for n, row in read_json_rows(Path(built))]
+        return drop_unusable(rows, counts), held_out
 
     if data["source"] == "builtin:synthetic":
         task = synthetic.build_task(synthetic.TaskConfig.model_validate(data["task"]))
@@ -303,7 +310,7 @@ def validate_local(data: dict) -> dict[str, int] | None:
     if not (datasource.is_local(data["source"]) or datasource.is_local(data.get("eval_source"))):
         return None
     counts = {"skipped_pairs_empty": 0, "skipped_pairs_identical": 0}
-    train, held_out = load_splits(data, counts)
+    train, held_out = load_splits({**data, "on_policy": None}, counts)  # the data set's own pairs
     return {"train_pairs": len(train), "held_out_pairs": len(held_out), **counts}
 
 

@@ -21,6 +21,9 @@ shows them): add ``stage=<name>`` to target one stage, e.g.
 ``ABLATE_FAULT="stage=hparams,index=0,step=6,kind=hang"``; a fault without ``stage`` fires at that
 index in every stage.
 
+An on-policy data build (``ablate.onpolicy``) reads ``stage=on_policy,index=0,step=K,kind=kill``: the
+driver kills itself right after writing shard K.
+
 A fault fires only in an attempt that started from step 0: a trial retried from a checkpoint taken
 before the fault's step does not meet it again (a transient fault), while one retried from scratch
 does (a persistent fault, which exhausts ``max_failures``). Not for production sweeps.

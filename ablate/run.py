@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from ablate import lease as lease_mod
 from ablate import memory_plan, provenance, sweepdir, tracking
+from ablate import onpolicy as onpolicy_plan
 from ablate import order as order_mod
 from ablate import plan as plan_mod
 from ablate import spec as spec_mod
@@ -235,10 +236,11 @@ def load(args: argparse.Namespace) -> SweepSpec:
             "Set it only for a model whose code you have read; the default is false.",
             file=sys.stderr,
         )
-    for judge in spec.evaluation.judges or []:
+    on_policy = [("data.on_policy.judge", spec.data.on_policy.judge)] if spec.data.on_policy else []
+    for where, judge in [*(("evaluation.judges", j) for j in spec.evaluation.judges or []), *on_policy]:
         if judge.trust_remote_code:
             print(
-                f"warning: {args.sweep}: evaluation.judges: {judge.name!r} has trust_remote_code: true: its Python "
+                f"warning: {args.sweep}: {where}: {judge.name!r} has trust_remote_code: true: its Python "
                 "code will be imported and run by every trial that judges. Set it only for code you have read.",
                 file=sys.stderr,
             )
@@ -300,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     pins = provenance.pin(spec)  # hub names resolved once, offline (ablate.provenance)
     if args.dry_run:
         memory = memory_plan.lines(plan.memory, spec, gpu_memory, source, plan.total, args.trial_hours)
+        memory += onpolicy_plan.dry_run_lines(plan, gpu_memory)
         for p in pins:
             print(p.line())
         print_plan(spec, plan, memory)
@@ -417,6 +420,7 @@ def run_plan(args: argparse.Namespace, plan: SweepPlan, tune) -> int:
         return EXIT_BAD_INPUT
     spec = plan.spec
     plan = dataclasses.replace(plan.with_start(start_points(spec, startpoint)), source_file=args.sweep)
+    plan = onpolicy_plan.attach(plan, shard_map=onpolicy_plan.cluster_map(args.address))  # once, before the trials
     plan = provenance.attach(plan, provenance.pin(spec))  # pinned snapshots and input fingerprints
     print(f"Sweep {spec.name}: {plan.total} trials ({spec.search}){' (resumed)' if args.resume else ''}")
     outcome = tune.run(plan, resume=args.resume)

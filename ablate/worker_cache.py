@@ -74,6 +74,8 @@ def tokenized_splits(cfg: TrialConfig, tokenizer) -> Splits:
     """The trial's data, tokenized once per data set and tokenizer, from this process's memory, the
     sweep's cache directory, or computed (then saved)."""
     d = cfg.data.model_dump()
+    if cfg.data.on_policy is not None and not cfg.data.on_policy.built:  # never the own pairs under that label
+        raise data_mod.DataError("data.on_policy: the on-policy pairs were not built (ablate.run builds them first)")
     key = cache_key(
         {
             "v": TOKENIZED_VERSION,

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import fetch, judged, plots, staged, stats, tables, writers
+from analysis import fetch, judged, onpolicy, plots, staged, stats, tables, writers
 from analysis import provenance as provenance_mod
 from analysis.load import duplicates_note, find_sweeps, load_trials
 
@@ -80,6 +80,7 @@ def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: s
     results = stats.analyze(analysed, metric, mode)
     table_list = tables.build_tables(results, spread, analysed, metric)
     table_list += [t for t in [staged.tuning_path_table(df, spread)] if t is not None]
+    table_list += onpolicy.tables(analysed, metric, mode)  # a sweep with data.on_policy
     environment, env_notes = provenance_mod.section(analysed, results.best)  # what the trials ran with
     table_list += [environment] if environment is not None else []
     for t in table_list:

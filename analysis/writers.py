@@ -20,6 +20,7 @@ SECTIONS = [
     ("The paper's findings", ["findings"], []),
     ("Length bias of the labels", ["length_bias"], []),
     ("Main comparison", ["main"], []),
+    ("On- vs off-policy data", ["on_policy", "on_policy_data"], []),
     ("Tuning path", ["tuning_path"], []),
     ("Judges", ["judges"], ["lc-length"]),
     ("Ablation", ["ablation"], []),

@@ -8,6 +8,7 @@ side by side in one run (also runnable alone: ``python -m bench.trainer_vs_trl``
 5. ``lora_vs_full``: runtime and peak memory of SimPO and DPO trials, full fine-tuning vs LoRA.
 6. ``worker_drift``: whether identical trials' costs move with their place in a reused worker.
 7. ``provenance_overhead``: what recording a trial's provenance adds to its wall time.
+8. ``generation``: batched generation (the on-policy build's and evaluation's) vs one prompt at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import time
 
 from bench import (
+    generation,
     judging_overhead,
     lora_vs_full,
     provenance_overhead,
@@ -33,6 +35,7 @@ BENCHMARKS = {
     "lora_vs_full": lambda quick: lora_vs_full.run(quick),
     "worker_drift": lambda quick: worker_drift.run(quick),
     "provenance_overhead": lambda quick: provenance_overhead.run(quick),
+    "generation": lambda quick: generation.run(quick),
 }
 
 

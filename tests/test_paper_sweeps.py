@@ -24,10 +24,11 @@ EXPECTED_TRIALS = 3 + LR_GRID * BASELINE_GRIDS
 
 
 LORA_VARIANT = "llama3-8b-base-lora"
+ON_POLICY_VARIANT = "llama3-8b-instruct-v0.2"  # SimPO v0.2's on-policy recipe (tests/test_onpolicy.py too)
 
 
 def test_every_paper_setting_has_a_file():
-    assert {p.stem for p in (REPO / "sweeps" / "paper").glob("*.yaml")} == set(PAPER) | {LORA_VARIANT}
+    assert {p.stem for p in (REPO / "sweeps" / "paper").glob("*.yaml")} == set(PAPER) | {LORA_VARIANT, ON_POLICY_VARIANT}
 
 
 def trial_lines(out: str) -> list[str]:
@@ -85,3 +86,23 @@ def test_lora_variant_fits_eight_trials_per_8xh100_node(capsys, monkeypatch):
     for t in spec_mod.expand(spec):
         assert t["lora"]["r"] == 64 and t["resources"]["gpus"] == 1 and t["deepspeed"] is None
         assert t["training"]["batch_size"] * t["training"]["grad_accum"] == 128  # the paper's global batch
+
+
+def test_on_policy_v02_sweep_dry_run(capsys, monkeypatch):
+    """SimPO v0.2: ArmoRM judges 5 samples per prompt; SimPO (beta 10, gamma/beta 0.3, lr 1e-6) and DPO on
+    both data arms; the build's generator and judge fit one 80 GB GPU."""
+    path = REPO / "sweeps" / "paper" / f"{ON_POLICY_VARIANT}.yaml"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run_main([str(path), "--dry-run", "--cluster", str(REPO / "cluster.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == "4 trials"
+    assert "x 5 samples x 4096 max_new_tokens; judge RLHFlow/ArmoRM-Llama3-8B-v0.1" in out
+    assert "they fit one GPU of 80 GB" in out
+    spec = spec_mod.load_sweep(path)
+    assert spec.data.on_policy.sample_seeds() == [13, 21, 42, 79, 100]
+    g = spec.data.on_policy.generation
+    assert (g.temperature, g.top_p) == (0.8, 0.95) and spec.data.on_policy.judge.trust_remote_code
+    simpo = [t for t in spec_mod.expand(spec) if t["method"] == "simpo"]
+    assert {t["label"] for t in simpo} == {"SimPO [off-policy]", "SimPO [on-policy]"}
+    assert all(t["hparams"]["beta"] == 10.0 and t["hparams"]["gamma"] == pytest.approx(3.0) for t in simpo)
+    assert all(t["training"]["learning_rate"] == 1e-6 for t in simpo)

@@ -14,6 +14,7 @@ from ablate import datasource, dsconfig, judges, losses, metrics
 from ablate.models import is_builtin, model_exists
 from ablate.spec.errors import SpecError, format_validation
 from ablate.spec.expand import grid_points, lora_values, search_plan
+from ablate.spec.onpolicy_checks import check_on_policy
 from ablate.spec.schema import DataConfig, LoraConfig, MethodEntry, Space, SweepSpec, TrainingConfig
 
 
@@ -42,6 +43,7 @@ def check_semantics(path: Path, spec: SweepSpec) -> SweepSpec:
     if not spec.stages:
         _check_search(path, spec)
     _check_judges(path, spec)
+    check_on_policy(path, spec)
     _check_metrics(path, spec)
     spec = check_deepspeed(path, spec)
     if not is_builtin(spec.model.name_or_path) and not model_exists(spec.model.name_or_path):

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ablate import losses
+from ablate.spec.onpolicy import ON_POLICY, VARIANT_LABELS
 from ablate.spec.schema import (
+    DataConfig,
     DeepSpeedSection,
     LoraConfig,
     LoraValue,
@@ -95,7 +97,7 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
         "mode": spec.mode,
     }
     data = spec.data.model_dump()
-    for task in task_points(spec.data):
+    for task, (suffix, on_policy) in itertools.product(task_points(spec.data), data_variants(spec.data)):
         # A swept task knob is part of the setting's name, so the report keeps its values apart.
         knobs = ",".join(f"{k}={task[k]}" for k in spec.data.task_grid)
         for entry in spec.methods:
@@ -112,8 +114,8 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
                     trials.append(
                         {
                             **shared,
-                            "data": {**data, "task": task},
-                            "label": entry_label(entry, lora),
+                            "data": _variant_data(data, task, on_policy),
+                            "label": entry_label(entry, lora) + suffix,
                             "method": entry.method,
                             "hparams": full_hp,
                             "setting": setting,
@@ -130,6 +132,22 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
                         }
                     )
     return trials
+
+
+def data_variants(data: DataConfig) -> list[tuple[str, dict | None]]:
+    """(label suffix, the trials' ``data.on_policy``) per data arm (``data.on_policy.variants``): an
+    off-policy arm trains on the data set's own pairs (no on-policy section, so it shares their caches)."""
+    if data.on_policy is None:
+        return [("", None)]
+    section = data.on_policy.model_dump()
+    return [(f" [{VARIANT_LABELS[v]}]", section if v == ON_POLICY else None) for v in data.on_policy.variants]
+
+
+def _variant_data(data: dict, task: dict, on_policy: dict | None) -> dict:
+    """A trial's data section; without on-policy data it has no ``on_policy`` key, so its config (and its
+    config_key in the report) is what it was before on-policy data existed."""
+    out = {k: v for k, v in data.items() if k != "on_policy"}
+    return {**out, "task": task, **({"on_policy": on_policy} if on_policy else {})}
 
 
 def _lora_points(lora: dict[str, LoraValue] | None) -> list[dict[str, Any] | None]:

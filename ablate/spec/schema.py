@@ -18,6 +18,7 @@ from ablate import losses
 from ablate.models import TinyModelConfig
 from ablate.spec.base import Space, Strict, Value
 from ablate.spec.evaluation import EvalConfig
+from ablate.spec.onpolicy import OnPolicyConfig
 from ablate.spec.tracking import TrackingConfig
 from ablate.synthetic import TaskConfig
 
@@ -99,6 +100,9 @@ class DataConfig(Strict):
         default_factory=dict,
         description="Built-in task knobs to sweep, e.g. {length_bias: [0, 0.5, 1, 2]}: every trial runs once per "
         "value (grid search), each value overriding `task`.",
+    )
+    on_policy: OnPolicyConfig | None = Field(
+        None, description="Train on pairs built from the start point's own judged answers (ablate.onpolicy)."
     )
 
     @model_validator(mode="before")

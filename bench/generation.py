@@ -1,0 +1,129 @@
+"""Benchmark 7: ablate's batched generation (``ablate.evaluate.generate``: length-sorted, left-padded
+batches with the KV cache; what the on-policy build and evaluation run) against one prompt at a time
+through ``model.generate``, on the same model (the built-in SFT start point of ``sweeps/on_policy.yaml``),
+the same prompts and the same sampling settings (temperature 0.8, top_p 0.95, 32 new tokens), in one
+process, interleaved; tokens/s of each and their ratio (goal: >= 3x on 2 CPU cores). Then the on-policy
+build's size in that sweep, its time at the measured rate (plus the judge's), and, given a finished run
+of the sweep (``--sweep results/on_policy``), the build's recorded time against the trials' time.
+
+    python -m bench.generation [--quick] [--prompts N] [--sweep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from bench.timing import now, since
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def setup(quick: bool):
+    from ablate import onpolicy, startpoint
+    from ablate import spec as spec_mod
+
+    sweep = yaml.safe_load((REPO / "sweeps" / "on_policy.yaml").read_text())
+    if quick:
+        sweep["data"]["task"] = {**sweep["data"]["task"], "n_train": 256, "n_eval": 64, "n_sft": 1000}
+        sweep["sft"] = {"epochs": 2}
+    spec = spec_mod.SweepSpec.model_validate(sweep)
+    start = startpoint.prepare_sweep(spec, log=lambda *_: None)
+    trial = next(t for t in spec_mod.expand(spec) if t["data"].get("on_policy"))
+    job = onpolicy.Job.of_trial({**trial, "start": start})
+    return job, onpolicy.Sampler(job, log=lambda *_: None), onpolicy.prompts_of(job)
+
+
+def one_at_a_time(sampler, ids: list[list[int]], new_tokens: int, g) -> int:
+    """Plain ``model.generate`` on each prompt alone (no padding, KV cache on, as its default); tokens made."""
+    eos, made = sampler.tokenizer.eos_token_id, 0
+    for p in ids:
+        out = sampler.model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                     max_new_tokens=new_tokens, do_sample=True, temperature=g.temperature,
+                                     top_p=g.top_p, top_k=0, pad_token_id=sampler.tokenizer.pad_token_id)  # fmt: skip
+        row = out[0, len(p) :].tolist()
+        made += next((k for k, t in enumerate(row) if t == eos), len(row))
+    return made
+
+
+def measure(sampler, prompts: list, reps: int) -> dict:
+    from ablate.evaluate import generate
+
+    job = sampler.job
+    g, new_tokens = job.cfg.generation, job.new_tokens
+    ids = sampler.prompt_ids(prompts)
+    sampling = {"temperature": g.temperature, "top_p": g.top_p}
+    rates: dict[str, list[float]] = {"batched": [], "one at a time": [], "batched cpu": [], "one at a time cpu": []}
+    texts: list[str] = []
+    for rep in range(reps):
+        torch.manual_seed(rep)
+        t = now()
+        texts, counts = generate(sampler.model, sampler.tokenizer, ids, new_tokens, job.cfg.batch_size, "cpu", sampling)
+        wall, cpu = since(t)
+        rates["batched"].append(sum(counts) / wall)
+        rates["batched cpu"].append(sum(counts) / cpu)
+        torch.manual_seed(rep)
+        t = now()
+        made = one_at_a_time(sampler, ids, new_tokens, g)
+        wall, cpu = since(t)
+        rates["one at a time"].append(made / wall)
+        rates["one at a time cpu"].append(made / cpu)
+    t = now()
+    from ablate.generations import prompt_text
+
+    sampler.judge.score([prompt_text(p) for p in prompts], texts)
+    judge_s_per_answer = since(t)[0] / len(prompts)
+    return {k: sorted(v)[len(v) // 2] for k, v in rates.items()} | {"judge_s_per_answer": judge_s_per_answer,
+                                                                    "mean_tokens": sum(counts) / len(counts)}  # fmt: skip
+
+
+def sweep_share(sweep_dir: Path) -> str:
+    """The recorded build time of a finished run against its trials' summed wall time (``trial_s``)."""
+    build, trial_s = None, 0.0
+    for params in sweep_dir.glob("*/params.json"):
+        split = json.loads(params.read_text())["trial"].get("data_split") or {}
+        build = (split.get("on_policy") or {}).get("build_seconds", build)
+        results = [json.loads(line) for line in (params.parent / "result.json").read_text().splitlines() if line.strip()]
+        trial_s += next((r.get("trial_s", 0.0) for r in reversed(results) if "status" in r), 0.0)
+    if build is None:
+        return f"  {sweep_dir}: no recorded on-policy build"
+    return (f"  {sweep_dir}: build {build:.0f} s, trials {trial_s:.0f} s (summed): the build is "
+            f"{build / (build + trial_s):.0%} of the sweep's compute")  # fmt: skip
+
+
+def run(quick: bool = False, n_prompts: int = 128, sweep: str | None = None) -> dict:
+    print("Benchmark 7: batched generation vs one prompt at a time (sweeps/on_policy.yaml's start point)", flush=True)
+    job, sampler, prompts = setup(quick)
+    n = min(32 if quick else n_prompts, len(prompts))
+    r = measure(sampler, prompts[:n], 1 if quick else 3)
+    ratio, cpu_ratio = r["batched"] / r["one at a time"], r["batched cpu"] / r["one at a time cpu"]
+    print(f"  {n} prompts, {job.new_tokens} new tokens, batch {job.cfg.batch_size}, {torch.get_num_threads()} threads: "
+          f"batched {r['batched']:.0f} tokens/s, one at a time {r['one at a time']:.0f} tokens/s: "
+          f"{ratio:.1f}x (goal >= 3x); per CPU second: {cpu_ratio:.1f}x")  # fmt: skip
+    answers = len(prompts) * job.cfg.samples
+    gen_s = answers * r["mean_tokens"] / r["batched"]
+    judge_s = answers * r["judge_s_per_answer"]
+    print(f"  the sweep's build: {len(prompts)} prompts x {job.cfg.samples} samples = {answers} answers of "
+          f"{r['mean_tokens']:.1f} tokens on average: about {gen_s:.0f} s generating + {judge_s:.0f} s judging "
+          f"(one at a time: {answers * r['mean_tokens'] / r['one at a time']:.0f} s generating)")  # fmt: skip
+    if sweep:
+        print(sweep_share(Path(sweep)))
+    return {**r, "ratio": ratio}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.generation", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="a small task and 32 prompts, one repetition")
+    p.add_argument("--prompts", type=int, default=128, help="prompts generated each way (default 128)")
+    p.add_argument("--sweep", help="a finished run of sweeps/on_policy.yaml: the build's share of its time")
+    args = p.parse_args(argv)
+    run(args.quick, args.prompts, args.sweep)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
