@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,15 +82,7 @@ def write_bytes(path: str, data: bytes) -> None:
 
         atomic_write_bytes(path, data)
         return
-    import pyarrow.fs
-
-    fs, where = pyarrow.fs.FileSystem.from_uri(path)
-    folder, name = where.rsplit("/", 1)
-    fs.create_dir(folder, recursive=True)
-    tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"  # a name of its own: two writers do not mix
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, where)
+    sweepdir.write_bytes(path, data)
 
 
 def read_bytes(path: str) -> bytes | None:
