@@ -172,8 +172,8 @@ def table(tests: list[Test], alpha: float = ALPHA) -> pd.DataFrame:
     """The findings table: a row per claim (``adjust`` first)."""
     m = family_size(tests)
     rows = [{"finding": t.finding, "claim": t.claim, "metric": t.metric, "measured": t.measured,
-             "Δ [95 % CI]": interval_text(t), "p (Holm)": p_text(t), "verdict": t.verdict,
-             "to decide": to_decide(t, m, alpha)} for t in tests]  # fmt: skip
+             "Δ [95 % CI]": interval_text(t), "p (Holm)": p_text(t), "to decide": to_decide(t, m, alpha),
+             "verdict": t.verdict} for t in tests]  # fmt: skip
     return pd.DataFrame(rows)
 
 

@@ -7,12 +7,15 @@ On real trials of the built-in task (seeds resampled, nothing invented):
   metric for the new rule (analysis.compare's studentised interval, Δ's two-sided p < 5 %), the plain
   hierarchical bootstrap (its percentile interval excludes 0), and the former rule (disjoint 95 %
   t-intervals); and family-wise: the share of A/A families (all metrics of one draw, corrected
-  together by analysis.verdicts.adjust) with at least one false verdict. Seeds are compared unpaired
-  (disjoint seeds) and also paired (B's seeds relabelled as A's), which exercises the paired t.
+  together by analysis.verdicts.adjust) with at least one false verdict. Seeds are compared by
+  Welch's t (what verdicts use) and by the opt-in paired t (B's seeds relabelled as A's).
 * **Power at 2 seeds**: every 2-seed subset of the 5-seed sweep (the same seeds in all arms), the
   paper's findings corrected together as the report does; how often each claim is decided, new rule
   against the former one; the three known real effects (w/o LN is longer, DPO's reward accuracy
   above SimPO's, SimPO's win rate above w/o LN's) named.
+* **Adaptive seeds, replayed**: start every setting at 2 seeds, give one more seed only to the
+  settings of claims still undecided, up to the sweep's 5, each look at α / looks; trials and
+  trial-hours spent against the fixed 5-seed design (``adaptive``).
 
     python -m ablate.run sweeps/paper_on_a_laptop.yaml && python -m ablate.run bench/verdicts_aa.yaml
     python -m bench.verdicts [--laptop results/paper_on_a_laptop] [--aa results/verdicts_aa] [--draws 100]
@@ -69,7 +72,7 @@ def aa(settings: list[pd.DataFrame], k: int, draws: int, cache: dict) -> dict:
                 if m not in trials or trials[m].isna().any():
                     continue
                 for rule, other in (("new", b), ("paired", b_paired)):
-                    c = C.compare(a, other, m, cache)
+                    c = C.compare(a, other, m, cache, pair_seeds=rule == "paired")
                     counts[f"{m}|{rule}"][0] += c.p_difference() < ALPHA
                     counts[f"{m}|{rule}"][1] += 1
                     tests[rule].append(V.simple_test("", m, m, ">", c, None, ("A", "B"), (a, other)))
@@ -132,6 +135,54 @@ def print_power(frame: pd.DataFrame, subsets: int) -> None:
           f"of {frame['claim'].nunique()}")  # fmt: skip
 
 
+def _hours(trials: pd.DataFrame) -> float:
+    return float(trials["trial_s"].sum()) / 3600
+
+
+def adaptive(laptop: pd.DataFrame, start: int = 2, metric: str = "oracle_win_rate") -> dict:
+    """Adaptive seeds replayed on the sweep's real trials: every setting starts with ``start`` seeds;
+    after each look, the settings in an undecided claim's arms get one more seed, up to all the
+    sweep has. Each look is corrected at α / (number of looks): Bonferroni alpha spending, valid
+    whatever the dependence between looks. A decided claim keeps its first verdict."""
+    seeds = sorted(laptop["seed"].unique())
+    rank = laptop["seed"].map({s: i for i, s in enumerate(seeds)})
+    have = dict.fromkeys(laptop["config_key"].unique(), start)
+    looks = len(seeds) - start + 1
+    decided: dict[str, str] = {}
+    for _ in range(looks):
+        sub = laptop[rank < laptop["config_key"].map(have)]
+        tests = F.paper_tests(sub, metric)
+        V.adjust(tests, ALPHA / looks)
+        more = set()
+        for t in tests:
+            if t.verdict not in (V.UNDECIDED, V.MISSING):
+                decided.setdefault(t.claim, t.verdict)
+            elif t.claim not in decided and t.arms is not None:
+                more |= set(t.arms[0]["config_key"]) | set(t.arms[1]["config_key"])
+        more = {k for k in more if have[k] < len(seeds)}
+        if not more:
+            break
+        for k in more:
+            have[k] += 1
+    used = laptop[rank < laptop["config_key"].map(have)]
+    fixed = F.paper_tests(laptop, metric)
+    V.adjust(fixed)
+    return {"decided": decided, "trials": len(used), "hours": _hours(used), "claims": len(tests),
+            "fixed_decided": sum(t.verdict not in (V.UNDECIDED, V.MISSING) for t in fixed),
+            "fixed_trials": len(laptop), "fixed_hours": _hours(laptop), "looks": looks, "max": len(seeds)}  # fmt: skip
+
+
+def print_adaptive(r: dict) -> None:
+    print(f"\nAdaptive seeds (start 2, up to {r['max']}; {r['looks']} looks at α/{r['looks']} each) "
+          "against the fixed 5-seed design, on the sweep's real trials")  # fmt: skip
+    print(f"  adaptive: {len(r['decided'])} of {r['claims']} claims decided with {r['trials']} trials "
+          f"({r['hours']:.4f} trial-h)")  # fmt: skip
+    print(f"  fixed 5 seeds: {r['fixed_decided']} of {r['claims']} decided with {r['fixed_trials']} trials "
+          f"({r['fixed_hours']:.4f} trial-h); ratio of trials {r['trials'] / r['fixed_trials']:.2f}")  # fmt: skip
+    for claim, verdict in r["decided"].items():
+        print(f"    {verdict:13s} {claim}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.verdicts", description=__doc__.split("\n\n")[0])
     p.add_argument("--laptop", default="results/paper_on_a_laptop", help="the 5-seed sweep")
@@ -151,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print_aa(f"A/A, 2 vs 2 seeds, {len(settings)} settings of {args.laptop}", aa(settings, 2, args.draws, cache))
         frame = power(laptop)
         print_power(frame, frame["seeds"].nunique())
+        print_adaptive(adaptive(laptop))
     print(f"\n({time.perf_counter() - t0:.0f} s)")
     return 0
 

@@ -53,7 +53,7 @@ def test_findings_on_a_result_set_shaped_like_the_paper():
                      "length_logp_spearman": [0.30, 0.31, 0.29]}, hp_gamma=gamma)  # fmt: skip
     data += rows("SimPO w/o LN", "ln=False", {"oracle_win_rate": [0.3, 0.31, 0.29], "gen_length": [8.0, 8.2, 7.9],
                  "length_logp_spearman": [0.8, 0.81, 0.79], "reward_accuracy": 0.6, "reward_likelihood_agreement": 0.8})  # fmt: skip
-    data += rows("DPO", "beta=0.1", {"oracle_win_rate": 0.6, "reward_accuracy": [0.6, 0.61, 0.59], "gen_length": 5.0,
+    data += rows("DPO", "beta=0.1", {"oracle_win_rate": 0.6, "reward_accuracy": [0.5, 0.51, 0.49], "gen_length": 5.0,
                  "length_logp_spearman": [0.55, 0.56, 0.54], "reward_likelihood_agreement": [0.5, 0.52, 0.48],
                  "runtime_s": [13.0, 13.2, 12.8], "peak_memory_mb": [100.0, 101.0, 99.0]}, reference="online")  # fmt: skip
     table = F.findings(pd.DataFrame(data))

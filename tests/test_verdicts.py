@@ -41,21 +41,23 @@ def sweep(tmp_path, arms: dict, seeds=(0, 1, 2), claims=None):
     return load_trials([tmp_path / "s"])
 
 
-def test_compare_pairs_shared_seeds_and_adds_the_examples_variance(tmp_path):
+def test_compare_adds_the_examples_variance_to_the_seeds(tmp_path):
     df = sweep(tmp_path, {"SimPO": ("simpo", {"beta": 2.0}, 0.7), "DPO": ("dpo", {"beta": 0.1}, 0.6)})
     a, b = df[df["label"] == "SimPO"], df[df["label"] == "DPO"]
-    c = C.compare(a, b, "reward_accuracy")
+    c = C.compare(a, b, "reward_accuracy", pair_seeds=True)
     assert c.paired and c.n_a == 3 and c.delta == pytest.approx(0.1)
     assert c.se_seeds == 0.0 and c.se_examples > 0 and c.examples == 40  # seeds agree; the 40 pairs do not
     lo, hi = c.interval()
     assert lo < c.delta < hi and c.df == pytest.approx(39)
     runtime = C.compare(a, b, "runtime_s")  # one value per trial: the seed term only
-    assert runtime.se_examples == 0.0 and runtime.se == 0.0 and runtime.p_difference() == 1.0
-    unpaired = C.compare(a.iloc[:2], b.iloc[1:], "reward_accuracy")
+    assert runtime.se_examples == 0.0 and runtime.se == runtime.se_seeds > 0 and runtime.p_difference() == 1.0
+    welch = C.compare(a, b, "reward_accuracy")  # the default: Welch over seeds
+    assert not welch.paired and welch.se_seeds > 0 and welch.se > c.se  # the shared seed shift is not removed
+    unpaired = C.compare(a.iloc[:2], b.iloc[1:], "reward_accuracy", pair_seeds=True)
     assert not unpaired.paired and unpaired.se_seeds > 0
     single = C.compare(a.iloc[:1], b.iloc[:1], "reward_accuracy")
     assert single.interval() == (-math.inf, math.inf) and single.p_difference() == 1.0
-    assert C.compare(a, b, "reward_accuracy").se == c.se  # a fixed RNG seed: reproducible
+    assert C.compare(a, b, "reward_accuracy", pair_seeds=True).se == c.se  # a fixed RNG seed: reproducible
 
 
 def comparison(delta, se, df=30.0):
