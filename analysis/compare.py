@@ -5,7 +5,7 @@ from both sources of noise a sweep has (docs/reports.md, "Verdicts"; ../shared/s
 (Welch–Satterthwaite degrees of freedom). Pairing the seeds both arms ran (trials with one seed
 share the data order and the start point) is available (``pair_seeds``: a paired t on the per-seed
 differences, from 3 shared seeds on) but off for verdicts: in bench/verdicts.py's A/A comparisons
-the paired t, added to the example term, gave up to 10.6 % false verdicts on one metric at 5 seeds,
+the paired t, added to the example term, gave up to 10 % false verdicts on one metric at 5 seeds,
 where Welch's stayed at or below 5 %. The pairing that pays is the examples'.
 
 **Examples.** A trial's held-out metrics are means (or statistics) over hundreds of pairs and

@@ -179,10 +179,10 @@ def table(tests: list[Test], alpha: float = ALPHA) -> pd.DataFrame:
 
 CAPTION = (
     "Δ = A − B (the claim's first arm minus its second) over seeds, with a 95 % interval from seeds "
-    "(paired where both arms ran the same seeds) and held-out examples (the same bootstrap draws for "
-    "both arms; docs/reports.md#verdicts). p (Holm): the p-value that decided, adjusted by Holm's "
-    "step-down over all {m} hypotheses of this report's {k} claims (difference and equivalence, at "
-    "most one true per claim: Shaffer's constraint), family-wise error 5 %. Supported / contradicted: "
+    "(Welch) and held-out examples (the same bootstrap draws for both arms; docs/reports.md#verdicts). "
+    "p (Holm): the p-value that decided, adjusted by Holm's step-down over all {m} hypotheses of this "
+    "report's {k} claims (difference and equivalence, at most one true per claim, two for a composite "
+    "one: Shaffer's constraint), family-wise error 5 %. Supported / contradicted: "
     "Δ differs from 0 in / against the claimed direction; equivalent: Δ within ±margin ({margins}); "
     "undecided: neither. To decide: seeds per arm for 80 % power at the observed Δ and variances, "
     "and the extra trials' cost from the measured trial times."
