@@ -61,6 +61,7 @@ class TrialConfig(_Frozen):
     start: StartPoint
     metric: str = "reward_accuracy"
     mode: Literal["max", "min"] = "max"
+    claims: list[dict[str, Any]] = []  # the sweep file's claims, for the report (ablate.spec.claims)
     # Where the training and held-out pairs come from and how many (``ablate.datasource.record``).
     data_split: dict[str, Any] | None = None
     # Pins and fingerprints of the trial's inputs, computed once by the driver (``ablate.provenance``).

@@ -1,8 +1,10 @@
 """The SimPO paper's findings (simpo-reference.md, "Findings") checked against a sweep.
 
-Each claim compares 95 % t-intervals over seeds: disjoint in the paper's direction is
-*reproduced*, disjoint the other way *not reproduced*, overlapping *inconclusive*. Methods are
-found by their report label: ``SimPO`` (its best setting under the selection rule), ``SimPO w/o LN``,
+Each claim compares two arms on a metric (analysis.compare) and gets a verdict corrected for the
+report's many claims (analysis.verdicts: supported, contradicted, equivalent, undecided). The former
+rule (95 % t-intervals over seeds: disjoint in the paper's direction *reproduced*, the other way *not
+reproduced*, overlapping *inconclusive*; ``interval``, ``verdict``) is kept next to it for
+bench/verdicts.py. Methods are found by their report label: ``SimPO`` (its best setting under the selection rule), ``SimPO w/o LN``,
 ``SimPO gamma=0`` (or SimPO's gamma=0 setting), ``DPO`` (online reference for the cost claims)."""
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats
 
+from analysis import verdicts as V
+from analysis.compare import compare
 from analysis.drift import order_drift
 from analysis.stats import t_interval
 
@@ -93,8 +97,24 @@ def quality_metric(df: pd.DataFrame) -> str:
     return judged.lc_column(df, judges[0]) if judges else "oracle_win_rate"
 
 
-def findings(df: pd.DataFrame, metric: str = "oracle_win_rate") -> pd.DataFrame:
-    """One row per claim: finding number, claim, what was measured, verdict."""
+def findings(df: pd.DataFrame, metric: str = "oracle_win_rate", claims: list | None = None) -> pd.DataFrame:
+    """One row per claim (the paper's, then the sweep file's ``claims``): finding, claim, metric,
+    what was measured, Δ with its interval, the corrected p-value, the verdict and, for an
+    undecided claim, the seeds that would decide it (analysis.verdicts)."""
+    tests = paper_tests(df, metric) if applies(df) else []
+    if claims:
+        from analysis import claims as user
+
+        tests += user.tests(df, claims, metric)
+    V.adjust(tests)
+    table = _with_drift(V.table(tests), df)
+    table.attrs["caption"] = V.caption(tests)
+    return table
+
+
+def paper_tests(df: pd.DataFrame, metric: str = "oracle_win_rate", cache: dict | None = None) -> list[V.Test]:
+    """The paper's findings as tests (not yet corrected: ``analysis.verdicts.adjust``)."""
+    cache = {} if cache is None else cache
     done = df[df["status"] == "finished"]
     quality = quality_metric(df)
     quality_name = "oracle win rate" if quality == "oracle_win_rate" else f"LC win rate ({quality.split('@', 1)[1]})"
@@ -106,80 +126,29 @@ def findings(df: pd.DataFrame, metric: str = "oracle_win_rate") -> pd.DataFrame:
     dpo_online = (
         best_setting(dpo_all[dpo_all["reference"] == "online"], metric) if "reference" in dpo_all else dpo_all
     )
-    rows = []
+    tests: list[V.Test] = []
 
-    def claim(
-        number: int,
-        text: str,
-        a: pd.DataFrame,
-        b: pd.DataFrame,
-        col: str,
-        expect: str,
-        names: tuple[str, str],
-    ):
-        ia, ib = (
-            interval(a[col]) if col in a else interval([]),
-            interval(b[col]) if col in b else interval([]),
-        )
-        measured = f"{names[0]} {ia} vs {names[1]} {ib}"
-        rows.append(
-            {
-                "finding": number,
-                "claim": text,
-                "metric": col,
-                "measured": measured,
-                "verdict": verdict(ia, ib, expect),
-            }
-        )
+    def claim(number: int, text: str, a: pd.DataFrame, b: pd.DataFrame, col: str, expect: str,
+              names: tuple[str, str]) -> None:  # fmt: skip
+        tests.append(test(str(number), text, a, b, col, expect, names, cache))
 
-    claim(
-        1,
-        "w/o LN generates longer responses than SimPO",
-        wo_ln,
-        simpo,
-        "gen_length",
-        ">",
-        ("w/o LN", "SimPO"),
-    )
+    claim(1, "w/o LN generates longer responses than SimPO", wo_ln, simpo, "gen_length", ">", ("w/o LN", "SimPO"))
     claim(1, "w/o LN has a higher length/log-likelihood Spearman correlation", wo_ln, simpo, "length_logp_spearman", ">",
           ("w/o LN", "SimPO"))  # fmt: skip
-    claim(
-        1,
-        f"w/o LN has a lower {quality_name} than SimPO",
-        wo_ln,
-        simpo,
-        quality,
-        "<",
-        ("w/o LN", "SimPO"),
-    )
-    rows.extend(_gamma_claims(simpo_all, _gamma0(done), quality, quality_name))
+    claim(1, f"w/o LN has a lower {quality_name} than SimPO", wo_ln, simpo, quality, "<", ("w/o LN", "SimPO"))
+    tests.extend(gamma_tests(simpo_all, _gamma0(done), quality, quality_name, cache))
     claim(3, "Spearman correlation: SimPO < DPO", simpo, dpo, "length_logp_spearman", "<", ("SimPO", "DPO"))
     claim(3, "Spearman correlation: DPO < w/o LN", dpo, wo_ln, "length_logp_spearman", "<", ("DPO", "w/o LN"))
     claim(4, "DPO's reward/likelihood agreement is below SimPO's", dpo, simpo, "reward_likelihood_agreement", "<",
           ("DPO", "SimPO"))  # fmt: skip
     if not simpo_all.empty:
         exact = bool((simpo_all["reward_likelihood_agreement"] == 1.0).all())
-        rows.append({"finding": 4, "claim": "SimPO's agreement is exactly 1 in every trial", "metric": "reward_likelihood_agreement",
-                     "measured": f"min over {len(simpo_all)} SimPO trials: {simpo_all['reward_likelihood_agreement'].min():.3f}",
-                     "verdict": REPRODUCED if exact else NOT_REPRODUCED})  # fmt: skip
-    claim(
-        5,
-        "SimPO's held-out reward accuracy is higher than DPO's",
-        simpo,
-        dpo,
-        "reward_accuracy",
-        ">",
-        ("SimPO", "DPO"),
-    )
-    claim(
-        6,
-        "SimPO trains faster than DPO (online reference)",
-        simpo,
-        dpo_online,
-        "runtime_s",
-        "<",
-        ("SimPO", "DPO"),
-    )
+        tests.append(V.Test("4", "SimPO's agreement is exactly 1 in every trial", "reward_likelihood_agreement", "=",
+                            None, 0.0, f"min over {len(simpo_all)} SimPO trials: {simpo_all['reward_likelihood_agreement'].min():.3f}",
+                            rule="rule: every trial", rule_verdict=V.SUPPORTED if exact else V.CONTRADICTED,
+                            old=REPRODUCED if exact else NOT_REPRODUCED))  # fmt: skip
+    claim(5, "SimPO's held-out reward accuracy is higher than DPO's", simpo, dpo, "reward_accuracy", ">", ("SimPO", "DPO"))
+    claim(6, "SimPO trains faster than DPO (online reference)", simpo, dpo_online, "runtime_s", "<", ("SimPO", "DPO"))
     # The trials' own peak growth compares methods; the process's peak also holds what the worker
     # held before each trial (ablate.memory). Older records have only the latter.
     growth = all("peak_memory_growth_mb" in x and x["peak_memory_growth_mb"].notna().any() for x in (simpo, dpo_online))
@@ -187,7 +156,17 @@ def findings(df: pd.DataFrame, metric: str = "oracle_win_rate") -> pd.DataFrame:
     measure = "each trial's own peak growth" if growth else "the process's peak"
     claim(6, f"SimPO's peak memory is below DPO's (online reference; {measure})", simpo, dpo_online, memory, "<",
           ("SimPO", "DPO"))  # fmt: skip
-    return _with_drift(pd.DataFrame(rows), df)
+    return tests
+
+
+def test(finding: str, text: str, a: pd.DataFrame, b: pd.DataFrame, col: str, expect: str,
+         names: tuple[str, str], cache: dict | None = None, margin: float | None = None) -> V.Test:  # fmt: skip
+    """One claim on two arms, with the former rule's verdict alongside."""
+    t = V.simple_test(finding, text, col, expect, compare(a, b, col, cache), margin, names, (a, b))
+    ia = interval(a[col]) if col in a else interval([])
+    ib = interval(b[col]) if col in b else interval([])
+    t.old = verdict(ia, ib, expect) if expect != "=" else INCONCLUSIVE
+    return t
 
 
 def _with_drift(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
@@ -196,7 +175,7 @@ def _with_drift(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
         return table
     for d in order_drift(df):
         if d.warns:
-            at = (table["finding"] == 6) & (table["metric"] == d.metric)
+            at = (table["finding"].astype(str) == "6") & (table["metric"] == d.metric)
             table.loc[at, "measured"] += (
                 f"; warning: {d.metric} drifts with the start order (ρ = {d.rho:+.2f} among trials that do the same "
                 "work), see Efficiency"
@@ -204,52 +183,63 @@ def _with_drift(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _gamma_claims(simpo_all: pd.DataFrame, gamma0: pd.DataFrame, quality: str = "oracle_win_rate",
-                  quality_name: str = "oracle win rate") -> list[dict]:  # fmt: skip
+def gamma_tests(simpo_all: pd.DataFrame, gamma0: pd.DataFrame, quality: str = "oracle_win_rate",
+                quality_name: str = "oracle win rate", cache: dict | None = None) -> list[V.Test]:  # fmt: skip
+    """Finding 2. The best γ is chosen on the same trials, so comparisons with it are Bonferroni-
+    corrected for the number of γ values it was chosen from."""
     if "hp_gamma" not in simpo_all or simpo_all["hp_gamma"].nunique() < 3:
-        return [{"finding": 2, "claim": "gamma study", "metric": "-", "measured": "needs SimPO at >= 3 gamma values",
-                 "verdict": MISSING}]  # fmt: skip
+        return [V.Test("2", "gamma study", "-", ">", None, 0.0, "needs SimPO at >= 3 gamma values", old=MISSING)]
     by_gamma = {g: rows for g, rows in simpo_all.groupby("hp_gamma")}
     gammas = sorted(by_gamma)
-    out = []
-    acc = {g: interval(by_gamma[g]["reward_accuracy"]) for g in gammas}
     rho = stats.spearmanr(simpo_all["hp_gamma"], simpo_all["reward_accuracy"]).statistic
-    out.append({"finding": 2, "claim": "reward accuracy rises with gamma (largest vs smallest gamma)", "metric": "reward_accuracy",
-                "measured": f"gamma={gammas[-1]}: {acc[gammas[-1]]} vs gamma={gammas[0]}: {acc[gammas[0]]}; Spearman(gamma, acc)={rho:.2f}",
-                "verdict": verdict(acc[gammas[-1]], acc[gammas[0]], ">")})  # fmt: skip
-    win = {g: interval(by_gamma[g][quality]) if quality in by_gamma[g] else interval([]) for g in gammas}
-    best = max(gammas, key=lambda g: win[g].mean)
-    interior = best not in (gammas[0], gammas[-1])
-    if interior:
-        v = [verdict(win[best], win[e], ">") for e in (gammas[0], gammas[-1])]
-        result = REPRODUCED if all(x == REPRODUCED for x in v) else INCONCLUSIVE
+    acc = test("2", "reward accuracy rises with gamma (largest vs smallest gamma)", by_gamma[gammas[-1]],
+               by_gamma[gammas[0]], "reward_accuracy", ">", (f"gamma={gammas[-1]}", f"gamma={gammas[0]}"), cache)  # fmt: skip
+    acc.measured += f"; Spearman(gamma, acc)={rho:.2f}"
+    out = [acc, _interior_test(by_gamma, quality, quality_name, cache)]
+    win = {g: by_gamma[g][quality].mean() if quality in by_gamma[g] else math.nan for g in gammas}
+    positive = [g for g in gammas if g > 0]
+    best = max(positive, key=lambda g: win[g])
+    zero = test("2", "gamma=0 is below the best gamma", gamma0, by_gamma[best], quality, "<",
+                ("gamma=0", f"best gamma={best}"), cache)  # fmt: skip
+    zero.p = {k: min(1.0, len(positive) * p) for k, p in zero.p.items()}
+    if max(gammas, key=lambda g: win[g]) == 0.0:
+        zero.old = NOT_REPRODUCED
+    return out + [zero]
+
+
+def _interior_test(by_gamma: dict, quality: str, quality_name: str, cache: dict | None) -> V.Test:
+    """Is the best γ an intermediate one? Supported when the best intermediate γ beats both ends
+    (intersection-union: the larger p, times the intermediate values it was chosen from);
+    contradicted when the better end beats every intermediate γ (the larger p, times 2 ends)."""
+    gammas = sorted(by_gamma)
+    mean = {g: by_gamma[g][quality].mean() if quality in by_gamma[g] else math.nan for g in gammas}
+    inner, ends = gammas[1:-1], (gammas[0], gammas[-1])
+    best, end = max(inner, key=lambda g: mean[g]), max(ends, key=lambda g: mean[g])
+
+    def p_above(a, b) -> float:
+        c = compare(by_gamma[a], by_gamma[b], quality, cache)
+        return c.p_difference() if c.delta > 0 else 1.0
+
+    t = test("2", f"{quality_name} is best at an intermediate gamma", by_gamma[best], by_gamma[end], quality, ">",
+             (f"best intermediate gamma={best}", f"better end gamma={end}"), cache)  # fmt: skip
+    t.measured = "; ".join(f"gamma={g}: {mean[g]:.4g}" for g in gammas)
+    t.p = {"support": min(1.0, len(inner) * max(p_above(best, e) for e in ends)),
+           "contradict": min(1.0, 2 * max(p_above(end, g) for g in inner))}  # fmt: skip
+    t.max_true = 2
+    iv = {g: interval(by_gamma[g][quality]) if quality in by_gamma[g] else interval([]) for g in gammas}
+    best_all = max(gammas, key=lambda g: iv[g].mean)
+    if best_all in inner:
+        t.old = REPRODUCED if all(verdict(iv[best_all], iv[e], ">") == REPRODUCED for e in ends) else INCONCLUSIVE
     else:
-        others = [verdict(win[best], win[g], ">") for g in gammas if g != best]
-        result = NOT_REPRODUCED if all(x == REPRODUCED for x in others) else INCONCLUSIVE
-    out.append({"finding": 2, "claim": f"{quality_name} is best at an intermediate gamma", "metric": quality,
-                "measured": "; ".join(f"gamma={g}: {win[g]}" for g in gammas) + f"; best gamma={best}",
-                "verdict": result})  # fmt: skip
-    zero = interval(gamma0[quality]) if not gamma0.empty and quality in gamma0 else interval([])
-    out.append({"finding": 2, "claim": "gamma=0 is below the best gamma", "metric": quality,
-                "measured": f"gamma=0: {zero} vs best gamma={best}: {win[best]}",
-                "verdict": NOT_REPRODUCED if best == 0.0 else verdict(zero, win[best], "<")})  # fmt: skip
-    return out
+        others = [verdict(iv[best_all], iv[g], ">") for g in gammas if g != best_all]
+        t.old = NOT_REPRODUCED if all(x == REPRODUCED for x in others) else INCONCLUSIVE
+    return t
 
 
 def applies(df: pd.DataFrame) -> bool:
     """A findings section needs SimPO and at least one of its comparisons in the sweep."""
     labels = set(df.loc[df["status"] == "finished", "label"].dropna())
     return "SimPO" in labels and bool(labels & {"SimPO w/o LN", "DPO", "DPO (online ref.)"})
-
-
-def findings_markdown(table: pd.DataFrame, metric: str) -> str:
-    head = (
-        "## The paper's findings on this sweep\n\n"
-        f"Each method at its best setting by mean `{metric}` over seeds (ties: lower std). Values are means with "
-        "95 % t-intervals over seeds; a claim is *reproduced* when the intervals are disjoint in the paper's "
-        "direction, *not reproduced* when disjoint the other way, *inconclusive* when they overlap.\n\n"
-    )
-    return head + table.to_markdown(index=False) + "\n"
 
 
 def length_bias_table(df: pd.DataFrame, metric: str = "oracle_win_rate") -> pd.DataFrame | None:

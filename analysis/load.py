@@ -40,7 +40,7 @@ STATUSES = ["finished", "diverged", "errored", "stopped early", "unfinished", "p
 # of one setting; everything else (method, hparams, training, data, model, evaluation, resources,
 # reference, label, the start point's id) defines the setting.
 NOT_SETTING = {"seed", "index", "sweep", "cache_dir", "start", "metric", "mode", "setting", "data_split",
-               "point", "stage", "replay", "provenance"}  # fmt: skip
+               "point", "stage", "replay", "provenance", "claims"}  # fmt: skip
 
 # Keys Ray Tune adds to every reported result: not metrics of ours.
 RAY_KEYS = {
@@ -205,12 +205,18 @@ def _config_columns(cfg: dict) -> dict:
         "sweep_metric": cfg.get("metric"),
         "sweep_mode": cfg.get("mode"),
         "length_bias": task.get("length_bias"),
+        "gpus": _gpus(cfg.get("resources") or {}),
     }
     row.update({f"hp_{k}": v for k, v in (cfg.get("hparams") or {}).items()})
     row.update({f"tr_{k}": v for k, v in training.items() if not isinstance(v, dict | list)})
     lora = cfg.get("lora") or {}  # a LoRA adapter's fields; none for full fine-tuning
     row.update({f"lora_{k}": v for k, v in lora.items() if not isinstance(v, dict | list)})
     return row
+
+
+def _gpus(res: dict) -> float:
+    """GPUs one trial holds: its own, or a DeepSpeed trial's workers' (for the cost of more seeds)."""
+    return max(float(res.get("gpus") or 0), float(res.get("gpus_per_worker") or 0) * int(res.get("workers") or 1))
 
 
 def trial_status(final: dict | None, ray_status: str | None, error_file: Path) -> tuple[str, str]:

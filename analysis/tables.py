@@ -387,16 +387,17 @@ def settings_table(r: Results, spread: str) -> Table:
 
 
 def findings_table(df: pd.DataFrame, metric: str) -> Table | None:
-    """The paper's findings with verdicts (analysis.findings), when the sweep has what they compare."""
-    from analysis import findings
+    """The paper's findings and the sweep file's own claims with verdicts (analysis.findings,
+    analysis.verdicts), when the sweep has what they compare."""
+    from analysis import claims, findings
 
-    if df.empty or not findings.applies(df):
+    own = claims.recorded(df) if not df.empty else []
+    if df.empty or not (findings.applies(df) or own):
         return None
-    data = findings.findings(df, metric)
+    data = findings.findings(df, metric, own)
     caption = (
-        f"The SimPO paper's findings on these trials. Each method at its best setting by mean `{metric}` "
-        "(ties: lower std); means with 95 % t-intervals over seeds. Reproduced: intervals disjoint in the "
-        "paper's direction; not reproduced: disjoint the other way; inconclusive: they overlap."
+        f"The SimPO paper's findings (and the sweep file's `claims`) on these trials. Each method at its best "
+        f"setting by mean `{metric}` (ties: lower std). " + data.attrs.get("caption", "")
     )
     return Table("findings", "The paper's findings", caption, data.astype(str), data)
 

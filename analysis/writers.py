@@ -176,9 +176,12 @@ th { border-bottom: 2px solid #333; background: #fafafa; white-space: normal; ma
 table.problems td { white-space: normal; max-width: 700px; }
 /* The findings table's point is its verdict, the last column: the long "measured" intervals and the
    claims wrap so that the verdict stays on screen at 1300 px instead of behind a sideways scroll. */
-table.tbl-findings td.col-claim, table.tbl-findings td.col-measured { white-space: normal; }
-table.tbl-findings td.col-claim { min-width: 14em; }
-table.tbl-findings td.col-measured { min-width: 20em; overflow-wrap: anywhere; }
+table.tbl-findings td.col-claim, table.tbl-findings td.col-measured, table.tbl-findings td.col-to-decide,
+table.tbl-findings td.col-95-ci, table.tbl-findings td.col-metric, table.tbl-findings td.col-p-holm { white-space: normal; }
+table.tbl-findings td.col-claim { min-width: 12em; }
+table.tbl-findings td.col-measured { min-width: 12em; overflow-wrap: anywhere; }
+table.tbl-findings td.col-metric { overflow-wrap: anywhere; }
+table.tbl-findings td.col-to-decide { min-width: 9em; }
 caption { caption-side: top; text-align: left; font-size: 0.95em; padding: 4px 0; max-width: 1200px; }
 figure { margin: 10px 0 26px; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; max-width: 1100px; }

@@ -73,12 +73,12 @@ def test_finding_6_compares_the_trials_own_memory_and_flags_a_drifting_cost(tmp_
     assert [d.metric for d in table.drift if d.warns] == ["peak_memory_mb"]
     from analysis.findings import findings
 
-    six = findings(df, "reward_accuracy").query("finding == 6").set_index("metric")
+    six = findings(df, "reward_accuracy").query("finding == '6'").set_index("metric")
     # Memory is compared by each trial's own peak growth: the process peak (which drifts here) is not used.
     assert "peak_memory_growth_mb" in six.index and "peak_memory_mb" not in six.index
     assert "own peak growth" in six.loc["peak_memory_growth_mb", "claim"]
     assert "drifts" not in six.loc["peak_memory_growth_mb", "measured"]
 
     older = df.drop(columns=["peak_memory_growth_mb"])  # records from before the growth metric
-    six = findings(older, "reward_accuracy").query("finding == 6").set_index("metric")
+    six = findings(older, "reward_accuracy").query("finding == '6'").set_index("metric")
     assert "warning: peak_memory_mb drifts with the start order (ρ = +0.9" in six.loc["peak_memory_mb", "measured"]

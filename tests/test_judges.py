@@ -224,4 +224,4 @@ def test_findings_use_the_first_judges_lc_win_rate_without_an_oracle():
                          "win_rate@rm": lc + 0.1, "lc_win_rate@rm": lc + noise})  # fmt: skip
     table = findings(pd.DataFrame(rows), "lc_win_rate@rm")
     claim = table[table["metric"] == "lc_win_rate@rm"].iloc[0]
-    assert claim["claim"] == "w/o LN has a lower LC win rate (rm) than SimPO" and claim["verdict"] == "reproduced"
+    assert claim["claim"] == "w/o LN has a lower LC win rate (rm) than SimPO" and claim["verdict"] == "supported"

@@ -95,6 +95,7 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
         "deepspeed": deepspeed_settings(spec),
         "metric": spec.metric,  # recorded for the report's best-setting rule
         "mode": spec.mode,
+        "claims": [c.model_dump(by_alias=True, exclude_none=True) for c in spec.claims],  # for the report
     }
     data = spec.data.model_dump()
     for task, (suffix, on_policy) in itertools.product(task_points(spec.data), data_variants(spec.data)):

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from ablate import losses
 from ablate.models import TinyModelConfig
 from ablate.spec.base import Space, Strict, Value
+from ablate.spec.claims import Claim
 from ablate.spec.evaluation import EvalConfig
 from ablate.spec.onpolicy import OnPolicyConfig
 from ablate.spec.tracking import TrackingConfig
@@ -418,6 +419,10 @@ class SweepSpec(Strict):
         "expansion (method entries, then grid points, then seeds).",
     )
     order_seed: int = Field(0, description="Seed of the interleaved order (`order: interleaved`).")
+    claims: list[Claim] = Field(
+        default_factory=list,
+        description="Your own claims, tested in the report with the paper's findings (docs/reports.md#verdicts).",
+    )
 
     @field_validator("scheduler", mode="before")
     @classmethod
