@@ -62,13 +62,14 @@ class Follower:
         dirs = find_sweeps(local)
         return dirs, bool(dirs) and all(sweep_ended(d) for d in dirs)
 
-    def refresh(self, dirs: list[Path], last: bool = False) -> int | None:
-        """Re-render when the finished trials changed (or ``last``); the report's exit code, None if skipped."""
+    def refresh(self, dirs: list[Path], last: bool = False, force: bool = False) -> int | None:
+        """Re-render when the finished trials changed (or ``force``); ``last``: the final one (logged to
+        tracking if asked). The report's exit code; None when skipped."""
         t0 = time.perf_counter()
         df = load_trials(dirs, self.rows)
         done = df[df["status"] == FINISHED] if not df.empty else df
         now = frozenset(done["trial_dir"]) if not done.empty else frozenset()
-        if not now or (now == self.shown and not last):
+        if not now or (now == self.shown and not force):
             return None
         new = len(now - (self.shown or frozenset()))
         args = argparse.Namespace(**{**vars(self.args), "log_to_tracking": self.args.log_to_tracking and last})
@@ -97,8 +98,8 @@ def follow(args: argparse.Namespace) -> int:
         print(f"[watch] following {', '.join(args.sweeps)} every {args.interval:g} s; Ctrl-C to stop", flush=True)
         while True:
             dirs, ended = follower.look()
-            if ended:
-                last = follower.refresh(dirs, last=True)
+            if ended:  # trials that did not finish may have changed status too: render once more
+                last = follower.refresh(dirs, last=True, force=True)
                 return last if last is not None else _nothing(args)
             code = follower.refresh(dirs) if dirs else None
             if code not in (None, 0):
@@ -108,6 +109,9 @@ def follow(args: argparse.Namespace) -> int:
         print("[watch] interrupted: bringing the report up to date", flush=True)
         dirs = find_sweeps(args.sweeps) if follower.scratch is None else follower.look()[0]
         last = follower.refresh(dirs, last=True) if dirs else None
+        if last is None and follower.shown:
+            print("[watch] the report is up to date", flush=True)
+            return 0
         return last if last is not None else _nothing(args)
     except fetch.FetchError as e:
         print(f"error: {e}", file=sys.stderr)

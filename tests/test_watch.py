@@ -60,7 +60,7 @@ def test_follower_reads_only_new_trials_and_ends_with_the_full_report(tmp_path):
     assert len(follower.rows) == len(names)
     _end(src, dst)
     dirs, ended = follower.look()
-    assert ended and follower.refresh(dirs, last=True) == 0
+    assert ended and follower.refresh(dirs, last=True, force=True) == 0
     assert [n for n, _ in follower.refreshes] == [1, 12]  # finished trials at each refresh
     watched = pd.read_csv(out / "paper" / "trials.csv")  # every trial, as a one-shot report loads them
     once = load_trials(dirs).drop(columns=["history"])
