@@ -24,8 +24,10 @@ EXIT_DIFFERENT, EXIT_BAD_INPUT = 1, 2
 def _export_facts(folder: Path) -> list[dict[str, str]]:
     """The trials an AlpacaEval export's method folders came from (their ``provenance.json``)."""
     out = []
-    for f in sorted(folder.glob("**/provenance.json")):
-        if not (f.parent / "model_outputs.json").is_file():
+    # The export's folder, its alpaca_eval/ or one method's folder: nothing deeper (a parent folder is no result).
+    found = [folder / "provenance.json", *folder.glob("*/provenance.json"), *folder.glob("alpaca_eval/*/provenance.json")]
+    for f in sorted(set(found)):
+        if not (f.is_file() and (f.parent / "model_outputs.json").is_file()):
             continue
         try:
             record = json.loads(f.read_text())

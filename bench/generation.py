@@ -1,4 +1,4 @@
-"""Benchmark 7: ablate's batched generation (``ablate.evaluate.generate``: length-sorted, left-padded
+"""Benchmark 8: ablate's batched generation (``ablate.evaluate.generate``: length-sorted, left-padded
 batches with the KV cache; what the on-policy build and evaluation run) against one prompt at a time
 through ``model.generate``, on the same model (the built-in SFT start point of ``sweeps/on_policy.yaml``),
 the same prompts and the same sampling settings (temperature 0.8, top_p 0.95, 32 new tokens), in one
@@ -96,7 +96,7 @@ def sweep_share(sweep_dir: Path) -> str:
 
 
 def run(quick: bool = False, n_prompts: int = 128, sweep: str | None = None) -> dict:
-    print("Benchmark 7: batched generation vs one prompt at a time (sweeps/on_policy.yaml's start point)", flush=True)
+    print("Benchmark 8: batched generation vs one prompt at a time (sweeps/on_policy.yaml's start point)", flush=True)
     job, sampler, prompts = setup(quick)
     n = min(32 if quick else n_prompts, len(prompts))
     r = measure(sampler, prompts[:n], 1 if quick else 3)

@@ -45,7 +45,7 @@ def sweep_spec(quick: bool):
     from ablate import spec as spec_mod
 
     sweep = yaml.safe_load((REPO / "sweeps" / "gamma.yaml").read_text())
-    sweep["cache_dir"] = str(REPO / ".cache")
+    sweep["cache_dir"] = str(REPO / ".cache" / "ablate")  # the demo's start point, as `make demo` leaves it
     if quick:
         sweep["data"] = {"task": {**sweep["data"]["task"], "n_train": 256, "n_eval": 64, "n_sft": 1000}}
         sweep["sft"] = {"epochs": 2}

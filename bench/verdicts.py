@@ -1,4 +1,4 @@
-"""Benchmark 7: are the report's verdicts calibrated, and what do they decide at 2 seeds?
+"""Benchmark 10: are the report's verdicts calibrated, and what do they decide at 2 seeds?
 
 On real trials of the built-in task (seeds resampled, nothing invented):
 

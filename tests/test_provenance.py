@@ -19,7 +19,7 @@ from ablate.trial_config import TrialConfig
 from analysis import diff
 from analysis import report as report_mod
 from analysis.load import load_trials
-from analysis.provenance import section
+from analysis.provenance import export_record, section
 from tests.analysis_data import paper_like_sweep
 from tests.conftest import SMALL, make_trial
 
@@ -139,10 +139,16 @@ def test_diff_names_exactly_the_input_that_differs(small_spec, start, tmp_path, 
     installed = provenance.environment()["packages"]["transformers"]
     assert capsys.readouterr().out == f"{'environment':<20} env.packages.transformers: {installed} | 4.44.0\n"
 
-    # Identical inputs print nothing; a path that is not a result is exit 2 with one paragraph.
+    # Identical inputs print nothing (a copy, or the AlpacaEval export of the trial); a path that is not a
+    # result is exit 2 with one paragraph.
     same = tmp_path / "same"
     shutil.copytree(base, same)
     assert keys(base, same, capsys) == []
+    export = tmp_path / "export" / "alpaca_eval" / "simpo"
+    export.mkdir(parents=True)
+    (export / "model_outputs.json").write_text("[]")
+    (export / "provenance.json").write_text(json.dumps(export_record(base)))
+    assert keys(base, tmp_path / "export", capsys) == [] and keys(upgraded, export, capsys) == ["env.packages.transformers"]
     assert diff.main([str(base), str(tmp_path / "model")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'model'} is not a result") and err.count("\n") == 1
