@@ -88,7 +88,7 @@ def test_final_adapter_loads_with_peft_on_the_start_point(small_spec, start, tmp
 
     cfg = lora_trial(small_spec, start, "simpo")
     _, policy, artifacts, _ = trained(cfg)
-    assert sorted(artifacts) == ["adapter_config.json", "adapter_model.safetensors", "heldout.json"]
+    assert sorted(artifacts) == ["adapter_config.json", "adapter_model.safetensors", "heldout.json", "provenance.json"]
     assert len(artifacts["adapter_model.safetensors"]) < 200_000  # the adapter, not the model
     for name, data in artifacts.items():
         (tmp_path / name).write_bytes(data)
