@@ -289,7 +289,7 @@ def run_stage(
 def with_replays(plan: plan_mod.SweepPlan, earlier: list[str]) -> tuple[plan_mod.SweepPlan, int]:
     """Mark each trial of a grid stage that an earlier stage already finished (the same setting and seed:
     ``analysis.load.config_key``) to replay that trial's results instead of training again
-    (``ablate.tune.replay``); e.g. the learning-rate winner at its default setting, rerun by the next
+    (``ablate.trial_record.replay``); e.g. the learning-rate winner at its default setting, rerun by the next
     stage's grid, or seed 0 of a winner. Returns the plan and how many trials replay."""
     from analysis.load import config_key, load_trials
 

@@ -47,7 +47,7 @@ class TrialConfig(_Frozen):
     setting: str
     point: dict[str, dict[str, Any]] | None = None  # the sweep file's values `setting` names (spec.expand)
     stage: str | None = None  # a staged sweep's stage (``ablate.stages``); the fault hook can target it
-    replay: str | None = None  # an identical finished trial of an earlier stage, replayed (ablate.tune.replay)
+    replay: str | None = None  # an identical finished trial of an earlier stage, replayed (ablate.trial_record.replay)
     reference: Literal["online", "precomputed"] | None  # None: a reference-free method
     seed: int
     model: ModelConfig

