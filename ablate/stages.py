@@ -164,7 +164,7 @@ def launch(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPla
     """Run the stages in order (or with ``--resume`` continue where the sweep stopped); exit code as
     ``ablate.run``: 0 when the last stage finished a trial, 1 otherwise, 2 on bad input. ``checked``:
     the first stage's plan after ``ablate.run.check_data``, whose data split every stage records."""
-    from ablate import run, startpoint, tune
+    from ablate import run, tune
 
     root = tune.experiment_path(spec.storage, spec.name)
     record = Record.read(f"{root}/{RECORD}")
@@ -189,15 +189,7 @@ def launch(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPla
         return run.EXIT_BAD_INPUT
     if not args.resume:  # the sweep exists from here on: --resume continues it
         record = Record.create(f"{root}/{RECORD}", spec)
-    start_for = run.start_points(spec, startpoint)
-    splits = {cache_key(t["data"]): t["data_split"] for t in checked.trials}
-    if checked.search:
-        splits[cache_key(spec.data.model_dump())] = checked.trial_extra["data_split"]
-
-    def prepare(plan: plan_mod.SweepPlan) -> plan_mod.SweepPlan:  # what ablate.run.launch adds to a plan
-        plan = plan.with_data_split(lambda data: splits[cache_key(data)]).with_start(start_for)
-        return replace(plan, source_file=args.sweep)
-
+    prepare = preparer(args, spec, checked)
     print(f"Staged sweep {spec.name}: {len(spec.stages)} stages{' (resumed)' if args.resume else ''}")
     last = None
     for i, stage in enumerate(spec.stages):
@@ -214,6 +206,25 @@ def launch(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPla
     print(f"\nResults: {root}\nReport:  python -m analysis.report {root}")
     print(f"Wall time: {time.time() - t0:.1f}s")
     return 0 if last and any(m["status"] == "selected" for m in last["methods"]) else 1
+
+
+def preparer(
+    args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPlan
+) -> Callable[[plan_mod.SweepPlan], plan_mod.SweepPlan]:
+    """What ``ablate.run.launch`` adds to a plan, for plans built after ``checked`` (a later stage or
+    round): the data split ``checked`` recorded, the start points, the sweep file."""
+    from ablate import run, startpoint
+
+    start_for = run.start_points(spec, startpoint)
+    splits = {cache_key(t["data"]): t["data_split"] for t in checked.trials}
+    if checked.search:
+        splits[cache_key(spec.data.model_dump())] = checked.trial_extra["data_split"]
+
+    def prepare(plan: plan_mod.SweepPlan) -> plan_mod.SweepPlan:
+        plan = plan.with_data_split(lambda data: splits[cache_key(data)]).with_start(start_for)
+        return replace(plan, source_file=args.sweep)
+
+    return prepare
 
 
 def run_stage(
