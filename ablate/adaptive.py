@@ -73,7 +73,9 @@ class Rounds(stages.Record):
 
     @classmethod
     def create(cls, path: str, spec: SweepSpec) -> Rounds:
+        a = spec.adaptive_seeds
         data = {"sweep": spec.name, "spec": spec.model_dump(mode="json", by_alias=True, exclude_unset=True),
+                "alpha": ALPHA, "looks": S.looks(a.start, a.max), "look_alpha": S.look_alpha(ALPHA, a.start, a.max),
                 "rounds": []}  # fmt: skip
         record = cls(path, data)
         record.save()

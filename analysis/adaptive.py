@@ -4,6 +4,11 @@ findings table does (analysis.findings, analysis.claims) and corrected together 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pandas as pd
+
 from ablate import sequential as S
 from ablate.adaptive import Decider
 from analysis import claims as user
@@ -33,3 +38,20 @@ def look(root: str, metric: str, claims: list[dict], alpha: float) -> list[S.Cla
 
 
 DECIDER = Decider(look=look, key=config_key)
+
+
+def look_alpha(df: pd.DataFrame) -> tuple[float, str]:
+    """The level the report's verdicts are tested at, and a caption note: an adaptive-seed sweep's
+    trials (its ``rounds.json`` beside their round folders) at the look level α/K, the level the
+    sweep's looks decided at (the report repeats its last look), so the family-wise error over all
+    K looks stays at α (ablate.sequential); other trials at ``V.ALPHA``."""
+    for d in df.get("trial_dir", pd.Series(dtype=object)).dropna().unique():
+        record = Path(str(d)).parent.parent / "rounds.json"
+        try:
+            data = json.loads(record.read_text())
+            alpha, k = float(data["look_alpha"]), int(data["looks"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return alpha, (f" Adaptive seeds ({record.parent.name}): verdicts at each look's level α/{k} = {alpha:.3g}, "
+                       f"the level of the sweep's looks: its {k} looks together keep the family-wise error at {100 * k * alpha:.0f} %.")  # fmt: skip
+    return V.ALPHA, ""

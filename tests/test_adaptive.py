@@ -107,7 +107,7 @@ def test_dry_run_prints_the_worst_case_and_a_list_still_works(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_an_adaptive_sweep_gives_seeds_only_to_the_undecided_claims_arms(tmp_path, cache_dir, start):
-    from analysis import claims, verdicts
+    from analysis import adaptive, claims, verdicts
     from analysis.load import find_sweeps, load_trials
 
     path = write_sweep(tmp_path, cache_dir)
@@ -131,6 +131,9 @@ def test_an_adaptive_sweep_gives_seeds_only_to_the_undecided_claims_arms(tmp_pat
     assert set(second["seed"]) == {2} and (second["status"] == "finished").all()
     every = load_trials(find_sweeps([root]))
     assert every.groupby("label")["seed"].apply(sorted).to_dict() == {"A": [0, 1, 2], "B": [0, 1, 2], "C": [0, 1]}
+    # The report tests these trials at the looks' level, not at α.
+    alpha, note = adaptive.look_alpha(every)
+    assert alpha == 0.025 and "α/2 = 0.025" in note and adaptive.look_alpha(first.iloc[0:0]) == (0.05, "")
 
     # --resume of a finished sweep reruns nothing (and starts no Ray).
     again = subprocess.run([sys.executable, "-m", "ablate.run", str(path), "--resume"], capture_output=True,
