@@ -19,7 +19,6 @@ the look's results as values, and a test or another report can hand in its own d
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -80,11 +79,6 @@ class Rounds(stages.Record):
         record = cls(path, data)
         record.save()
         return record
-
-    @classmethod
-    def read(cls, path: str) -> Rounds | None:
-        data = stages.read_bytes(path)
-        return None if data is None else cls(path, json.loads(data))
 
 
 def launch(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPlan, decider: Decider) -> int:
@@ -182,6 +176,8 @@ def print_look(rec: dict, k: int) -> None:
     open_ = sum(1 for c in rec["verdicts"] if c not in rec["decided"])
     print(f"Round {rec['round']}/{k}: {rec['finished']} trials finished; {n - open_} of {n} claims decided, "
           f"{len(rec['more'])} settings get another seed")  # fmt: skip
+    if not n:
+        print("  no claims to decide (the paper's findings do not apply; add `claims:` to the sweep file)")
     for claim, verdict in rec["verdicts"].items():
         kept = rec["decided"].get(claim)
         shown = f"{kept} (decided before)" if kept and kept != verdict else verdict

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-DECIDED_NOT = ("undecided", "not measured")  # verdicts that leave a claim open (analysis.verdicts)
+UNDECIDED, MISSING = "undecided", "not measured"  # analysis.verdicts' verdicts that decide nothing
 
 
 def looks(start: int, most: int) -> int:
@@ -55,11 +55,12 @@ def next_round(
 ) -> set[str]:
     """After a look: record each newly decided claim's verdict in ``decided`` (first verdict kept) and
     return the settings that get one more seed: those in an arm of a claim still undecided, below
-    ``most`` seeds. Empty: the sweep stops."""
+    ``most`` seeds. A claim not measured (an arm or its metric missing) gets none: seeds cannot
+    decide it. Empty: the sweep stops."""
     more: set[str] = set()
     for c in looked:
-        if c.verdict not in DECIDED_NOT:
+        if c.verdict not in (UNDECIDED, MISSING):
             decided.setdefault(c.claim, c.verdict)
-        elif c.claim not in decided:
+        elif c.verdict == UNDECIDED and c.claim not in decided:
             more |= c.arms[0] | c.arms[1]
     return {k for k in more if have.get(k, 0) < most}

@@ -54,8 +54,10 @@ def test_only_undecided_claims_arms_get_another_seed_up_to_max():
     decided: dict[str, str] = {}
     looked = [S.ClaimLook("x", "supported", arms("a", "c")), S.ClaimLook("y", "undecided", arms("a", "b")),
               S.ClaimLook("z", "not measured", arms("d", "e"))]  # fmt: skip
-    have = {"a": 2, "b": 2, "c": 2, "d": 2, "e": 3}
-    assert S.next_round(looked, decided, have, 3) == {"a", "b", "d"}  # e is at max already
+    have = {"a": 2, "b": 3, "c": 2, "d": 2, "e": 2}
+    assert S.next_round(looked, {}, have, 3) == {"a"}  # b is at max already
+    have["b"] = 2
+    assert S.next_round(looked, decided, have, 3) == {"a", "b"}  # more seeds cannot measure z
     assert decided == {"x": "supported"}
     # Decided once, a claim stays decided: its arms get no seed when a later look leaves it open.
     later = [S.ClaimLook("x", "undecided", arms("a", "c")), S.ClaimLook("y", "equivalent", arms("a", "b"))]
