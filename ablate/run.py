@@ -319,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         from ablate import stages
 
         return stages.launch(args, spec, plan)
+    if spec.adaptive_seeds:
+        from ablate import adaptive
+        from analysis.adaptive import DECIDER  # the entry point hands analysis's verdicts to the loop
+
+        return adaptive.launch(args, spec, plan, DECIDER)
     return launch(args, plan)
 
 
@@ -330,6 +335,10 @@ def print_plan(spec: SweepSpec, plan: SweepPlan, memory: list[str]) -> None:
         from ablate import stages
 
         stages.print_dry_run(spec, memory)
+    elif spec.adaptive_seeds:
+        from ablate import adaptive
+
+        adaptive.print_dry_run(spec, memory)
     else:
         print_dry_run(plan, memory)
 

@@ -175,7 +175,7 @@ def launch(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPla
 
 def run_stages(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPlan, root: str) -> int:
     """``launch`` with the sweep's lease held."""
-    from ablate import run, startpoint, tune
+    from ablate import run, tune
 
     record = Record.read(f"{root}/{RECORD}")
     problem = run.storage_problem(
@@ -200,16 +200,7 @@ def run_stages(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.Swee
         return run.EXIT_BAD_INPUT
     if not args.resume:  # the sweep exists from here on: --resume continues it
         record = Record.create(f"{root}/{RECORD}", spec)
-    start_for = run.start_points(spec, startpoint)
-    pins = provenance.pin(spec)
-    splits = {cache_key(t["data"]): t["data_split"] for t in checked.trials}
-    if checked.search:
-        splits[cache_key(spec.data.model_dump())] = checked.trial_extra["data_split"]
-
-    def prepare(plan: plan_mod.SweepPlan) -> plan_mod.SweepPlan:  # what ablate.run.launch adds to a plan
-        plan = plan.with_data_split(lambda data: splits[cache_key(data)]).with_start(start_for)
-        return replace(provenance.attach(plan, pins), source_file=args.sweep)
-
+    prepare = preparer(args, spec, checked)
     print(f"Staged sweep {spec.name}: {len(spec.stages)} stages{' (resumed)' if args.resume else ''}")
     last = None
     for i, stage in enumerate(spec.stages):
@@ -226,6 +217,27 @@ def run_stages(args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.Swee
     print(f"\nResults: {root}\nReport:  python -m analysis.report {root}")
     print(f"Wall time: {time.time() - t0:.1f}s")
     return 0 if last and any(m["status"] == "selected" for m in last["methods"]) else 1
+
+
+def preparer(
+    args: argparse.Namespace, spec: SweepSpec, checked: plan_mod.SweepPlan
+) -> Callable[[plan_mod.SweepPlan], plan_mod.SweepPlan]:
+    """What ``ablate.run.launch`` adds to a plan, for plans built after ``checked`` (a later stage or
+    round): the data split ``checked`` recorded, the start points, pinned snapshots and input
+    fingerprints (ablate.provenance), the sweep file."""
+    from ablate import run, startpoint
+
+    start_for = run.start_points(spec, startpoint)
+    pins = provenance.pin(spec)
+    splits = {cache_key(t["data"]): t["data_split"] for t in checked.trials}
+    if checked.search:
+        splits[cache_key(spec.data.model_dump())] = checked.trial_extra["data_split"]
+
+    def prepare(plan: plan_mod.SweepPlan) -> plan_mod.SweepPlan:
+        plan = plan.with_data_split(lambda data: splits[cache_key(data)]).with_start(start_for)
+        return replace(provenance.attach(plan, pins), source_file=args.sweep)
+
+    return prepare
 
 
 def run_stage(

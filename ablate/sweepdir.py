@@ -23,7 +23,7 @@ KNOWN = re.compile(
     r"^(" + "|".join([
         re.escape(MARKER), re.escape(LEASE) + r"(\..*)?", r"\.validate_storage_marker", r"tuner\.pkl",
         r"experiment_state-.*\.json", r"basic-variant-state-.*\.json", r"searcher-state-.*\.pkl",
-        r"search_gen_state-.*\.json", r"run_order\.json", r"stages\.json", r"tracking\.json", r"baselines",
+        r"search_gen_state-.*\.json", r"run_order\.json", r"stages\.json", r"rounds\.json", r"tracking\.json", r"baselines",
         r"tensorboard", r"wandb", r"\..*\.tmp", r"\d{3,}-[a-z0-9-]*-s-?\d+-[0-9a-f]+_\d+",  # a trial's folder
     ]) + r")$"
 )  # fmt: skip
@@ -82,9 +82,10 @@ def marked(path: str) -> bool:
 
 def lease_home(path: str) -> str:
     """Where the lease of the sweep that ``path`` (a sweep's or a stage's folder) belongs to lives: a staged
-    sweep's one lease covers its stages."""
+    sweep's one lease covers its stages, an adaptive sweep's its rounds."""
     parent = path.rstrip("/").rsplit("/", 1)[0]
-    return parent if read_json(f"{parent}/stages.json") is not None else path
+    staged = any(read_json(f"{parent}/{r}") is not None for r in ("stages.json", "rounds.json"))
+    return parent if staged else path
 
 
 def outside_problem(storage: str, name: str) -> str | None:

@@ -97,17 +97,19 @@ def quality_metric(df: pd.DataFrame) -> str:
     return judged.lc_column(df, judges[0]) if judges else "oracle_win_rate"
 
 
-def findings(df: pd.DataFrame, metric: str = "oracle_win_rate", claims: list | None = None) -> pd.DataFrame:
+def findings(df: pd.DataFrame, metric: str = "oracle_win_rate", claims: list | None = None,
+             alpha: float = V.ALPHA) -> pd.DataFrame:  # fmt: skip
     """One row per claim (the paper's, then the sweep file's ``claims``): finding, claim, metric,
     what was measured, Δ with its interval, the corrected p-value, the verdict and, for an
-    undecided claim, the seeds that would decide it (analysis.verdicts)."""
+    undecided claim, the seeds that would decide it (analysis.verdicts); at family-wise level
+    ``alpha`` (an adaptive-seed sweep's look level: analysis.adaptive.look_alpha)."""
     tests = paper_tests(df, metric) if applies(df) else []
     if claims:
         from analysis import claims as user
 
         tests += user.tests(df, claims, metric)
-    V.adjust(tests)
-    table = _with_drift(V.table(tests), df)
+    V.adjust(tests, alpha)
+    table = _with_drift(V.table(tests, alpha), df)
     table.attrs["caption"] = V.caption(tests)
     return table
 

@@ -389,15 +389,16 @@ def settings_table(r: Results, spread: str) -> Table:
 def findings_table(df: pd.DataFrame, metric: str) -> Table | None:
     """The paper's findings and the sweep file's own claims with verdicts (analysis.findings,
     analysis.verdicts), when the sweep has what they compare."""
-    from analysis import claims, findings
+    from analysis import adaptive, claims, findings
 
     own = claims.recorded(df) if not df.empty else []
     if df.empty or not (findings.applies(df) or own):
         return None
-    data = findings.findings(df, metric, own)
+    alpha, note = adaptive.look_alpha(df)
+    data = findings.findings(df, metric, own, alpha)
     caption = (
         f"The SimPO paper's findings (and the sweep file's `claims`) on these trials. Each method at its best "
-        f"setting by mean `{metric}` (ties: lower std). " + data.attrs.get("caption", "")
+        f"setting by mean `{metric}` (ties: lower std). " + data.attrs.get("caption", "") + note
     )
     return Table("findings", "The paper's findings", caption, data.astype(str), data)
 

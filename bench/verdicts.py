@@ -31,9 +31,11 @@ import time
 import numpy as np
 import pandas as pd
 
+from ablate import sequential as S
 from analysis import compare as C
 from analysis import findings as F
 from analysis import verdicts as V
+from analysis.adaptive import as_look
 from analysis.load import find_sweeps, load_trials
 
 METRICS = ["gen_length", "length_logp_spearman", "oracle_win_rate", "reward_accuracy",
@@ -140,26 +142,19 @@ def _hours(trials: pd.DataFrame) -> float:
 
 
 def adaptive(laptop: pd.DataFrame, start: int = 2, metric: str = "oracle_win_rate") -> dict:
-    """Adaptive seeds replayed on the sweep's real trials: every setting starts with ``start`` seeds;
-    after each look, the settings in an undecided claim's arms get one more seed, up to all the
-    sweep has. Each look is corrected at α / (number of looks): Bonferroni alpha spending, valid
-    whatever the dependence between looks. A decided claim keeps its first verdict."""
+    """Adaptive seeds replayed on the sweep's real trials, by the rule the sweep runs
+    (``ablate.sequential``: one more seed per look for the settings of undecided claims, up to all
+    the sweep has, each look at α / looks, Bonferroni over the looks)."""
     seeds = sorted(laptop["seed"].unique())
     rank = laptop["seed"].map({s: i for i, s in enumerate(seeds)})
     have = dict.fromkeys(laptop["config_key"].unique(), start)
-    looks = len(seeds) - start + 1
+    looks = S.looks(start, len(seeds))
     decided: dict[str, str] = {}
     for _ in range(looks):
         sub = laptop[rank < laptop["config_key"].map(have)]
         tests = F.paper_tests(sub, metric)
-        V.adjust(tests, ALPHA / looks)
-        more = set()
-        for t in tests:
-            if t.verdict not in (V.UNDECIDED, V.MISSING):
-                decided.setdefault(t.claim, t.verdict)
-            elif t.claim not in decided and t.arms is not None:
-                more |= set(t.arms[0]["config_key"]) | set(t.arms[1]["config_key"])
-        more = {k for k in more if have[k] < len(seeds)}
+        V.adjust(tests, S.look_alpha(ALPHA, start, len(seeds)))
+        more = S.next_round([as_look(t) for t in tests], decided, have, len(seeds))
         if not more:
             break
         for k in more:

@@ -12,7 +12,7 @@ import itertools
 import json
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ablate import losses
 from ablate.models import TinyModelConfig
@@ -364,6 +364,20 @@ class Stage(Strict):
         return {"type": v} if isinstance(v, str) else v
 
 
+class AdaptiveSeeds(Strict):
+    """``seeds: {start: 2, max: 8}``: every setting starts with seeds 0..start-1; after each round only
+    the settings of claims still undecided get one more seed, up to ``max`` (ablate.adaptive)."""
+
+    start: int = Field(ge=1, description="Seeds every setting runs in the first round.")
+    max: int = Field(ge=1, description="Most seeds of any setting.")
+
+    @model_validator(mode="after")
+    def _max_at_least_start(self) -> AdaptiveSeeds:
+        if self.max < self.start:
+            raise ValueError(f"max ({self.max}) is below start ({self.start}); write max >= start")
+        return self
+
+
 class SweepSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="The sweep's folder under `storage`.")
     storage: str = Field("results", description="Local path or URI (s3://, gs://) where results go.")
@@ -424,12 +438,30 @@ class SweepSpec(Strict):
         description="Your own claims, tested in the report with the paper's findings (docs/reports.md#verdicts).",
     )
 
+    adaptive_seeds: AdaptiveSeeds | None = Field(
+        None, description="Set from `seeds: {start: 2, max: 8}` (adaptive seeds; `seeds` then holds the first round's)."
+    )
+
     @field_validator("scheduler", mode="before")
     @classmethod
     def _scheduler_shorthand(cls, v: Any) -> Any:
         return {"type": v} if isinstance(v, str) else v
 
     _one_folder = field_validator("name")(lambda cls, v: one_folder(v))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive_seeds(cls, data: Any) -> Any:
+        """``seeds: {start, max}`` → ``adaptive_seeds`` and the first round's seeds (0..start-1)."""
+        if not isinstance(data, dict) or not isinstance(data.get("seeds"), dict):
+            return data
+        try:
+            adaptive = AdaptiveSeeds.model_validate(data["seeds"])
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'seeds'}: {x['msg']}" for x in e.errors())
+            raise ValueError(f"seeds: {problems}. Adaptive seeds are `seeds: {{start: 2, max: 8}}` (integers, "
+                             "1 <= start <= max); or give a list of seeds, e.g. `seeds: [0, 1, 2]`") from None  # fmt: skip
+        return {**data, "seeds": list(range(adaptive.start)), "adaptive_seeds": adaptive.model_dump()}
 
     @property
     def uses_deepspeed(self) -> bool:
@@ -443,6 +475,9 @@ class SweepSpec(Strict):
             self.resources.check_kind(self.uses_deepspeed)
         except ValueError as e:
             raise ValueError(f"resources: {e}") from None
+        if self.adaptive_seeds and (self.stages or self.search != "grid"):
+            raise ValueError("seeds: adaptive seeds ({start, max}) run a grid sweep without stages; give a list of "
+                             "seeds for a staged or random / optuna sweep")  # fmt: skip
         return self
 
 
@@ -461,4 +496,8 @@ def json_schema() -> str:
     pair = {"type": "object", "properties": {"train": {"type": "string"}, "eval": {"type": "string"}},
             "required": ["train", "eval"], "additionalProperties": False}  # fmt: skip
     source["anyOf"] = [{"type": source.pop("type")}, pair]
+    # `seeds: {start, max}`: adaptive seeds (stored in `adaptive_seeds`).
+    seeds = schema["properties"]["seeds"]
+    schema["properties"]["seeds"] = {"anyOf": [seeds, {"$ref": "#/$defs/AdaptiveSeeds"}], "description": "Seeds "
+                                     "of every setting, or `{start, max}`: adaptive seeds (docs/sweep-files.md)."}  # fmt: skip
     return json.dumps(schema, indent=2)

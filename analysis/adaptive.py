@@ -1,0 +1,57 @@
+"""The verdicts an adaptive-seed sweep looks at after each round (``ablate.adaptive``): the report's
+claims (the paper's findings where they apply, and the sweep file's ``claims:``), computed as the
+findings table does (analysis.findings, analysis.claims) and corrected together at the look's level."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ablate import sequential as S
+from ablate.adaptive import Decider
+from analysis import claims as user
+from analysis import fetch
+from analysis import findings as F
+from analysis import verdicts as V
+from analysis.load import config_key, find_sweeps, load_trials
+
+
+def as_look(t: V.Test) -> S.ClaimLook:
+    """A claim's verdict and the settings of its arms, as the adaptive rule takes them."""
+    arms = (frozenset(), frozenset()) if t.arms is None else tuple(frozenset(a["config_key"]) for a in t.arms)
+    return S.ClaimLook(t.claim, t.verdict, arms)
+
+
+def look(root: str, metric: str, claims: list[dict], alpha: float) -> list[S.ClaimLook]:
+    """Every claim on the trials finished under ``root`` (all rounds), corrected together at ``alpha``."""
+    dirs = find_sweeps([fetch.localize(root)])
+    df = load_trials(dirs) if dirs else None
+    if df is None or df.empty:
+        return []
+    tests = F.paper_tests(df, metric) if F.applies(df) else []
+    if claims:
+        tests += user.tests(df, claims, metric)
+    V.adjust(tests, alpha)
+    return [as_look(t) for t in tests]
+
+
+DECIDER = Decider(look=look, key=config_key)
+
+
+def look_alpha(df: pd.DataFrame) -> tuple[float, str]:
+    """The level the report's verdicts are tested at, and a caption note: an adaptive-seed sweep's
+    trials (its ``rounds.json`` beside their round folders) at the look level α/K, the level the
+    sweep's looks decided at (the report repeats its last look), so the family-wise error over all
+    K looks stays at α (ablate.sequential); other trials at ``V.ALPHA``."""
+    for d in df.get("trial_dir", pd.Series(dtype=object)).dropna().unique():
+        record = Path(str(d)).parent.parent / "rounds.json"
+        try:
+            data = json.loads(record.read_text())
+            alpha, k = float(data["look_alpha"]), int(data["looks"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return alpha, (f" Adaptive seeds ({record.parent.name}): verdicts at each look's level α/{k} = {alpha:.3g}, "
+                       f"the level of the sweep's looks: its {k} looks together keep the family-wise error at {100 * k * alpha:.0f} %.")  # fmt: skip
+    return V.ALPHA, ""
