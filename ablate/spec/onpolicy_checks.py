@@ -27,10 +27,11 @@ def check_on_policy(path: Path, spec: SweepSpec) -> None:
             "sequence-classification reward model's hub id or directory (e.g. RLHFlow/ArmoRM-Llama3-8B-v0.1 "
             "with trust_remote_code: true)."
         )
-    if spec.search != "grid" or spec.stages:
+    if spec.search != "grid" or spec.stages or spec.adaptive_seeds:
+        kind = "staged" if spec.stages else "adaptive-seeds" if spec.adaptive_seeds else spec.search
         raise SpecError(
             f"{path}: data.on_policy: on-policy pairs are built for a grid sweep's trials before they start, and a "
-            f"{'staged' if spec.stages else spec.search} sweep makes its trials later. Use `search: grid` without "
+            f"{kind} sweep makes its trials later. Use `search: grid` with a list of seeds and without "
             "`stages`, or build the pairs with a grid sweep first and give its pairs file as data.source."
         )
     if cfg.prompts == "train" or "://" in cfg.prompts:
