@@ -15,11 +15,17 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ablate import losses
-from ablate.models import TinyModelConfig
-from ablate.spec.base import Space, Strict, Value
+from ablate.spec.base import Space, Strict, Value  # noqa: F401 (Space: re-exported)
 from ablate.spec.claims import Claim
 from ablate.spec.evaluation import EvalConfig
+from ablate.spec.model import LoraConfig, LoraSection, LoraValue, ModelConfig, SweepModelConfig  # noqa: F401
 from ablate.spec.onpolicy import OnPolicyConfig
+from ablate.spec.resources import (  # noqa: F401
+    DeepSpeedSection,
+    DeepSpeedSettings,
+    ResourceAmounts,
+    Resources,
+)
 from ablate.spec.tracking import TrackingConfig
 from ablate.synthetic import TaskConfig
 
@@ -27,55 +33,6 @@ DISPLAY = {
     "simpo": "SimPO", "dpo": "DPO", "ipo": "IPO", "cpo": "CPO", "kto": "KTO", "orpo": "ORPO",
     "rdpo": "R-DPO", "rrhf": "RRHF", "slic_hf": "SLiC-HF", "sft": "SFT",
 }  # fmt: skip
-
-
-class ModelConfig(Strict):
-    name_or_path: str = Field("builtin:tiny", description="Hub id, local directory, or builtin:tiny.")
-    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = False
-    gradient_checkpointing: bool = False
-
-
-class LoraConfig(Strict):
-    """A LoRA adapter (peft) trained instead of the whole policy; the start point stays frozen."""
-
-    r: int = Field(16, ge=1, description="Rank of the adapter's two matrices.")
-    alpha: float = Field(32, gt=0, description="Scaling: the adapter adds (alpha / r) B A x to a layer's output.")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter's input while training.")
-    target_modules: str | list[str] = Field(
-        "all-linear",
-        description="Layers that get an adapter: all-linear (every linear layer but the output head) or a list "
-        "of module names, e.g. [q_proj, v_proj].",
-    )
-
-
-LoraValue = Value | list[str]
-
-
-class LoraSection(Strict):
-    """``model.lora`` in the sweep file: a ``LoraConfig`` whose fields may be search spaces."""
-
-    r: int | Space = Field(16, description="Rank of the adapter's two matrices.")
-    alpha: float | Space = Field(32, description="Scaling: the adapter adds (alpha / r) B A x.")
-    dropout: float | Space = Field(0.0, description="Dropout on the adapter's input while training.")
-    target_modules: str | list[str] | Space = Field(
-        "all-linear", description="all-linear (every linear layer but the output head) or module names."
-    )
-
-    def values(self) -> dict[str, LoraValue]:
-        return {k: getattr(self, k) for k in LoraSection.model_fields}
-
-
-class SweepModelConfig(ModelConfig):
-    """The sweep file's ``model``: a trial's ``ModelConfig`` plus the LoRA adapter of every method entry
-    (an entry's own ``lora`` overrides it; ``lora: false`` trains the whole policy)."""
-
-    lora: LoraSection | None = Field(
-        None,
-        description="Train a LoRA adapter (peft) instead of the whole policy: {r, alpha, dropout, target_modules}; "
-        "each may be a search space. Default: none (full fine-tuning).",
-    )
 
 
 class DataConfig(Strict):
@@ -173,68 +130,6 @@ class TrainingConfig(Strict):
         description="Steps between checkpoints (model, optimizer, scheduler, step, RNG) that a retried or "
         "resumed trial restarts from; 0: no checkpoints.",
     )
-
-
-class ResourceAmounts(Strict):
-    """What a trial reserves; ``Resources`` adds the sweep file's check of which fields were written."""
-
-    cpus: float = Field(1, gt=0, description="CPUs per trial.")
-    gpus: float = Field(0, ge=0, description="GPUs per trial.")
-    workers: int = Field(
-        1,
-        ge=1,
-        description="Ray Train workers per trial; more than 1, or a `deepspeed` section, trains with DeepSpeed.",
-    )
-    cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker (DeepSpeed trials).")
-    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker (DeepSpeed trials).")
-
-
-class Resources(ResourceAmounts):
-    def check_kind(self, deepspeed: bool) -> None:
-        """cpus/gpus size a single-process trial, *_per_worker a DeepSpeed one (``workers > 1``, or a
-        ``deepspeed`` section); writing the other kind's fields is a mistake."""
-        if deepspeed and {"cpus", "gpus"} & self.model_fields_set:
-            raise ValueError(
-                "a DeepSpeed trial (workers > 1 or a deepspeed section) takes per-worker resources "
-                "(cpus_per_worker, gpus_per_worker) instead of cpus/gpus"
-            )
-        if not deepspeed and {"cpus_per_worker", "gpus_per_worker"} & self.model_fields_set:
-            raise ValueError(
-                "cpus_per_worker/gpus_per_worker apply to DeepSpeed trials (workers > 1, or a deepspeed "
-                "section); for a single-process trial use cpus/gpus"
-            )
-
-
-class DeepSpeedSettings(Strict):
-    """DeepSpeed settings of multi-worker trials (``resources.workers`` > 1)."""
-
-    stage: Literal[0, 1, 2, 3] = Field(3, description="ZeRO stage: 0 (plain data parallel), 1, 2 or 3.")
-    offload: Literal["none", "optimizer", "all"] = Field(
-        "none", description="Offload to CPU memory: the optimizer state, or (stage 3) parameters too."
-    )
-    config: str | None = Field(
-        None,
-        description='Your own DeepSpeed JSON file (relative to the sweep file), used instead of stage/offload; "auto" values are filled from the sweep.',
-    )
-    save_model: bool = Field(
-        True, description="Save the trained policy (Hugging Face format) as the trial's Ray Train checkpoint."
-    )
-
-    @model_validator(mode="after")
-    def _offload_needs_zero(self) -> DeepSpeedSettings:
-        if self.offload == "all" and self.stage != 3:
-            raise ValueError("offload: all (parameters too) needs stage: 3")
-        if self.offload == "optimizer" and self.stage == 0:
-            raise ValueError("offload: optimizer needs ZeRO stage 1, 2 or 3")
-        return self
-
-
-class DeepSpeedSection(DeepSpeedSettings):
-    @model_validator(mode="after")
-    def _own_file_or_generated(self) -> DeepSpeedSection:
-        if self.config is not None and {"stage", "offload"} & self.model_fields_set:
-            raise ValueError("give either config (your own DeepSpeed JSON) or stage/offload, not both")
-        return self
 
 
 class SchedulerConfig(Strict):
