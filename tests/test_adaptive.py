@@ -114,7 +114,7 @@ def test_an_adaptive_sweep_gives_seeds_only_to_the_undecided_claims_arms(tmp_pat
 
     path = write_sweep(tmp_path, cache_dir)
     proc = subprocess.run([sys.executable, "-m", "ablate.run", str(path)], capture_output=True, text=True,
-                          cwd=REPO, env=cli_env(), timeout=600)  # fmt: skip
+                          cwd=REPO, env=cli_env(), timeout=1800)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     root = tmp_path / "results" / "adaptive"
     record = json.loads((root / "rounds.json").read_text())
@@ -139,6 +139,6 @@ def test_an_adaptive_sweep_gives_seeds_only_to_the_undecided_claims_arms(tmp_pat
 
     # --resume of a finished sweep reruns nothing (and starts no Ray).
     again = subprocess.run([sys.executable, "-m", "ablate.run", str(path), "--resume"], capture_output=True,
-                           text=True, cwd=REPO, env=cli_env(), timeout=300)  # fmt: skip
+                           text=True, cwd=REPO, env=cli_env(), timeout=900)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Round 1: finished before; not rerun." in again.stdout and "Round 2: finished before" in again.stdout

@@ -126,7 +126,7 @@ def sweep_on(tmp_path, source: str) -> str:
 
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "ablate.run", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)  # fmt: skip
+                          cwd=REPO, timeout=600)  # fmt: skip
 
 
 def test_cli_refuses_a_non_utf8_file_with_exit_2_before_launching_anything(tmp_path):

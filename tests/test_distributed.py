@@ -94,7 +94,7 @@ def test_two_workers_zero3_match_one_worker(tmp_path):
     path.write_text(yaml.safe_dump(sw))
     proc = subprocess.run(
         [sys.executable, "-m", "ablate.run", str(path)], capture_output=True, text=True, cwd=REPO, env=env(),
-        timeout=600,
+        timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"{len(methods)} trials finished, 0 errored" in proc.stdout

@@ -14,7 +14,7 @@ from tests.conftest import REPO, SMALL
 pytestmark = pytest.mark.slow
 
 
-def run(*args, timeout=600, **extra_env):
+def run(*args, timeout=1800, **extra_env):
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"), **extra_env}
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env

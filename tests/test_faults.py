@@ -166,7 +166,7 @@ def test_report_shows_diverged_and_errored_trials(fault_sweep):
     out = fault_sweep["tmp"] / "reports"
     proc = subprocess.run(
         [sys.executable, "-m", "analysis.report", str(fault_sweep["dir"]), "--out", str(out)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True, text=True, cwd=REPO, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (out / "faults" / "report.md").read_text()
@@ -191,7 +191,7 @@ def test_analysis_skips_and_reports_unreadable_trials(fault_sweep, tmp_path):
     out = tmp_path / "reports"
     proc = subprocess.run(
         [sys.executable, "-m", "analysis.report", str(sweep), "--out", str(out)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True, text=True, cwd=REPO, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (out / "faults" / "report.md").read_text()

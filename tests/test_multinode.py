@@ -207,7 +207,7 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(cluster, tmp_p
     assert (df["status"] == "finished").sum() == 4
     report = subprocess.run(
         [sys.executable, "-m", "analysis.report", sweep_dir.as_uri(), "--out", str(tmp_path / "reports")],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
     )  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
     assert "4 trials: 4 finished" in (tmp_path / "reports" / "multinode" / "report.md").read_text()

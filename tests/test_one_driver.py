@@ -102,7 +102,7 @@ def test_sigkill_at_random_moments_then_resume_trains_each_trial_once(tmp_path, 
             for rec in final_records(sweep_dir).values():
                 seen.setdefault(rec["trial_key"], set()).add(rec["record_id"])
         assert kills >= 1, "the sweep ended before it could be killed: " + logs[-1].read_text()[-2000:]
-        resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+        resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, cwd=REPO, env=env, timeout=1800)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -128,7 +128,7 @@ def test_two_drivers_started_together_one_runs_one_is_refused(tmp_path, cache_di
     try:
         drivers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                                     env=env) for _ in range(2)]  # fmt: skip
-        outs = [d.communicate(timeout=600) for d in drivers]
+        outs = [d.communicate(timeout=1800) for d in drivers]
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     codes = sorted(d.returncode for d in drivers)

@@ -32,7 +32,7 @@ def sweep(tmp_path_factory, cache_dir, start):
     path.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
     proc = subprocess.run([sys.executable, "-m", "ablate.run", str(path)], capture_output=True, text=True,
-                          cwd=REPO, timeout=600, env=env)  # fmt: skip
+                          cwd=REPO, timeout=1800, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root, root / "results" / "rejudge"
 

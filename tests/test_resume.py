@@ -131,7 +131,7 @@ def test_sigkill_of_the_driver_then_resume(tmp_path, cache_dir, start):
     assert len(done) < expected
 
     resumed = subprocess.run(
-        [*cmd, "--resume"], capture_output=True, text=True, cwd=REPO, env=env, timeout=600
+        [*cmd, "--resume"], capture_output=True, text=True, cwd=REPO, env=env, timeout=1800
     )
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

@@ -278,7 +278,7 @@ def staged_run(tmp_path_factory, cache_dir, start) -> dict:
             stop_tree(ours)  # the driver and the local Ray it started, by pid
     killed_s = time.time() - t0
     resumed = subprocess.run([sys.executable, "-m", "ablate.run", str(path), "--resume"], capture_output=True,
-                             text=True, cwd=REPO, env=env, timeout=600)  # fmt: skip
+                             text=True, cwd=REPO, env=env, timeout=1800)  # fmt: skip
     out = tmp / "reports"
     report_rc = report_main([str(root), "--out", str(out)])
     print(f"staged sweep: killed after {killed_s:.1f}s, resumed in {time.time() - t0 - killed_s:.1f}s")

@@ -185,7 +185,7 @@ def test_mlflow_one_run_per_trial_with_params_metric_histories_and_the_parent_ar
 def wandb_records(run_dir: Path) -> list[dict]:
     """A W&B run's records, read from its .wandb file by W&B's own reader."""
     proc = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 

@@ -96,7 +96,7 @@ def test_watch_command_follows_until_the_sweep_ends(tmp_path):
                 break
         _arrive(src, dst, names[3:])
         _end(src, dst)
-        rest, _ = proc.communicate(timeout=120)
+        rest, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
