@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ablate import plan as plan_mod
+from ablate import records, stages
 from ablate import sequential as S
-from ablate import stages
 from ablate.spec import SweepSpec
 
-RECORD = "rounds.json"
+RECORD = records.ROUNDS_FILE
 ALPHA = 0.05
 
 

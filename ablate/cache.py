@@ -1,9 +1,9 @@
-"""Cache keys and atomic writes: the one place where ablate names a cached thing and writes a file.
+"""Cache keys, and the atomic writes of what is not a whole file of bytes (torch tensors, directories).
 
 Every file ablate writes itself (checkpoints, the SFT start point, tokenized data, reference
-log-probs, baseline generations) goes through ``atomic_write``: a temporary file beside the target,
-flushed to disk, then renamed over it (``os.replace`` is atomic on POSIX within one file system), so
-a kill at any moment, or a concurrent trial reading it, sees the old file or the new one.
+log-probs, baseline generations) goes through ``ablate.records.atomic_write``: a temporary file beside
+the target, flushed to disk, then renamed over it, so a kill at any moment, or a concurrent trial
+reading it, sees the old file or the new one.
 """
 
 from __future__ import annotations
@@ -15,39 +15,16 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
+
+from ablate.records import atomic_write
 
 
 def cache_key(obj: object) -> str:
     """A short, stable hash of a JSON-able description of what is cached."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Run ``write`` on a temporary file beside ``path``, flush it to disk, rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_json(path: str | Path, obj: object) -> None:
-    atomic_write_bytes(path, json.dumps(obj, separators=(",", ":")).encode())
 
 
 def atomic_torch_save(obj: object, path: str | Path) -> None:

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from ablate import data as data_mod
-from ablate.cache import atomic_write_json, cache_key
+from ablate import records
+from ablate.cache import cache_key
+from ablate.records import write_json
 
 if TYPE_CHECKING:
     from ablate.backends import Backend
@@ -135,7 +137,7 @@ def baseline(
     out = generate_set(backend, model, tokenizer, prompts, prompt_ids, cfg.evaluation)
     del model
     if backend.is_main:
-        atomic_write_json(path, out.to_json())
+        write_json(path, out.to_json())
     backend.barrier()
     return out, path
 
@@ -168,7 +170,7 @@ def publish_baselines(sweep_dir: str | Path) -> list[Path]:
     and the AlpacaEval export need. Returns the files written."""
     sweep = Path(sweep_dir)
     written: list[Path] = []
-    for heldout in sweep.glob("*/heldout.json"):
+    for heldout in sweep.glob(f"*/{records.HELDOUT_FILE}"):
         try:
             gen = json.loads(heldout.read_text()).get("generations") or {}
         except (OSError, ValueError):
@@ -176,7 +178,7 @@ def publish_baselines(sweep_dir: str | Path) -> list[Path]:
         source = gen.get("baseline_file")
         target = sweep / SWEEP_BASELINES / f"{gen.get('baseline_key')}.json"
         if source and not target.is_file() and Path(source).is_file():
-            atomic_write_json(target, json.loads(Path(source).read_text()))
+            write_json(target, json.loads(Path(source).read_text()))
             written.append(target)
     return written
 

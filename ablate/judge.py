@@ -27,14 +27,14 @@ import yaml
 from pydantic import ValidationError
 
 from ablate import data as data_mod
-from ablate import judges, judging, lease, models, sweepdir
-from ablate.cache import atomic_write_json
+from ablate import judges, judging, lease, models, records, sweepdir
 from ablate.generations import GenerationSet, find_baseline, publish_baselines
+from ablate.records import write_json
 from ablate.spec.evaluation import JudgeSpec
 from ablate.trial_config import TrialConfig
 
 EXIT_BAD_INPUT = 2
-JUDGMENTS_FILE = "judgments.json"
+JUDGMENTS_FILE = records.JUDGMENTS_FILE
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,9 +57,9 @@ def finished_trials(sweep: Path) -> list[tuple[Path, TrialConfig, dict]]:
     out = []
     for d in sorted(p for p in sweep.iterdir() if p.is_dir()):
         try:
-            cfg = TrialConfig.model_validate(json.loads((d / "params.json").read_text())["trial"])
-            final = json.loads((d / "final.json").read_text()) if (d / "final.json").is_file() else None
-            gen = json.loads((d / "heldout.json").read_text()).get("generations") or {}
+            cfg = TrialConfig.model_validate(records.read_trial_config(d))
+            final = records.read_json(d / records.FINAL_FILE)
+            gen = (records.read_json(d / records.HELDOUT_FILE) or {}).get("generations") or {}
         except (OSError, ValueError, KeyError, ValidationError):
             continue
         if final and final.get("status") == "finished" and gen.get("text"):
@@ -129,7 +129,7 @@ def judge_sweep(sweep: Path, trials: list, specs: list[JudgeSpec], device) -> in
             record[judge.id] = {"metrics": metrics, **scores}
             shown = ", ".join(f"{k.split('@')[0]} {v:.3f}" for k, v in metrics.items() if "win_rate" in k)
             print(f"{d.name}: {judge.id}: {shown}")
-        atomic_write_json(path, record)
+        write_json(path, record)
         judged += 1
     print(f"Judged {judged} trials with {', '.join(s.id for s in specs)}; report: python -m analysis.report {sweep}")
     return 0 if judged else 1

@@ -17,8 +17,9 @@ from pathlib import Path
 from ablate import judges as judges_mod
 from ablate import metrics as metric_names
 from ablate import synthetic, winrate
-from ablate.cache import atomic_write_json, cache_key
+from ablate.cache import cache_key
 from ablate.generations import GenerationSet, prompt_text
+from ablate.records import write_json
 from ablate.spec.evaluation import JudgeSpec
 
 MAX_ACCURACY_PAIRS = 512  # held-out pairs a judge's accuracy is measured on
@@ -75,7 +76,7 @@ def cached(cache_dir: str, what: object, compute: Callable[[], object]) -> objec
     if path.is_file():
         return json.loads(path.read_text())
     value = compute()
-    atomic_write_json(path, value)
+    write_json(path, value)
     return value
 
 

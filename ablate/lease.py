@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import psutil
 
-from ablate import sweepdir
+from ablate import records, sweepdir
 
 RENEW_S = float(os.environ.get("ABLATE_LEASE_RENEW_S", 10))
 STALE_S = float(os.environ.get("ABLATE_LEASE_STALE_S", 60))
@@ -87,7 +87,7 @@ class Lease:
         self._thread.join(timeout=5)
         current = read(self.path)
         if current is not None and current.token == self.holder.token:
-            fs, where = sweepdir.filesystem(self.path)
+            fs, where = records.filesystem(self.path)
             fs.delete_file(where)
             folder = where.rsplit("/", 1)[0]
             if not sweepdir.entries(self.path.rsplit("/", 1)[0]):  # made for the lease alone (a refused start)
@@ -101,7 +101,7 @@ class Lease:
 
 
 def read(path: str) -> Holder | None:
-    data = sweepdir.read_json(path)
+    data = records.read_json(path)
     try:
         return None if data is None else Holder(**data)
     except TypeError:  # not a lease of this version: treat as none
@@ -109,14 +109,14 @@ def read(path: str) -> Holder | None:
 
 
 def _write(path: str, holder: Holder) -> None:
-    sweepdir.write_bytes(path, json.dumps(asdict(holder)).encode())  # a reader sees the old lease or the new
+    records.write_bytes(path, json.dumps(asdict(holder)).encode())  # a reader sees the old lease or the new
 
 
 def acquire(directory: str, command: str, what: str) -> Lease | str:
     """Take the lease of the sweep at ``directory`` (created if needed), or say who holds it.
     ``what`` names the sweep in the message (e.g. ``sweeps/gamma.yaml: sweep 'gamma'``)."""
     path = f"{directory}/{sweepdir.LEASE}"
-    fs, where = sweepdir.filesystem(directory)
+    fs, where = records.filesystem(directory)
     fs.create_dir(where, recursive=True)
     mine = Holder.me(command)
     for _ in range(3):  # a lease that changes while we look: look again

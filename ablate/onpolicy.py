@@ -30,7 +30,8 @@ import torch
 
 from ablate import data as data_mod
 from ablate import faults, onpolicy_pick, progress
-from ablate.cache import atomic_write_bytes, atomic_write_json, cache_key
+from ablate.cache import cache_key
+from ablate.records import write_bytes, write_json
 from ablate.spec.onpolicy import OnPolicyConfig
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ def build(job: Job, log=print, shard_map: ShardMap | None = None) -> tuple[Path,
     size, t0 = job.cfg.shard_size, time.monotonic()
     with progress.Progress("on-policy data: sampling and judging", len(prompts), "prompts") as shown:
         for s, blob in (shard_map or local_shards)(job, prompts, pending):
-            atomic_write_bytes(folder / SHARD.format(s), blob)
+            write_bytes(folder / SHARD.format(s), blob)
             shown.advance(len(prompts[s * size : (s + 1) * size]))
             for step in kill_after & {s + 1}:
                 faults.fire("kill", step)
@@ -226,8 +227,8 @@ def build(job: Job, log=print, shard_map: ShardMap | None = None) -> tuple[Path,
             f"data.on_policy: no pair kept ({onpolicy_pick.describe(summary)}). Lower min_margin, raise the "
             "temperature or the samples, or give more prompts."
         )
-    atomic_write_bytes(pairs_path, "".join(json.dumps(p, sort_keys=True) + "\n" for p in pairs).encode())
-    atomic_write_json(summary_path, summary)
+    write_bytes(pairs_path, "".join(json.dumps(p, sort_keys=True) + "\n" for p in pairs).encode())
+    write_json(summary_path, summary)
     return pairs_path, summary
 
 

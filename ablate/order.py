@@ -19,13 +19,12 @@ Ray-free.
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
-from ablate.cache import atomic_write_json
+from ablate import records
 
-RECORD = "run_order.json"
+RECORD = records.RUN_ORDER_FILE
 
 
 def method_of(trial: dict[str, Any]) -> tuple:
@@ -83,15 +82,5 @@ def search_record(draws: list[tuple[int, int]], labels: list[str], search: str) 
 
 
 def write_record(experiment_path: str, record: dict[str, Any]) -> None:
-    """``run_order.json`` beside Ray's files of the sweep: a local path, or a URI (through pyarrow's
-    file systems, as Ray Tune writes there)."""
-    if "://" not in experiment_path:
-        atomic_write_json(f"{experiment_path}/{RECORD}", record)
-        return
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(experiment_path)
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/.{RECORD}.tmp") as f:
-        f.write(json.dumps(record).encode())
-    fs.move(f"{path}/.{RECORD}.tmp", f"{path}/{RECORD}")
+    """``run_order.json`` beside Ray's files of the sweep: a local path, or a URI."""
+    records.write_json(f"{experiment_path}/{RECORD}", record)

@@ -26,7 +26,9 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
-PROVENANCE_FILE = "provenance.json"
+from ablate import records
+
+PROVENANCE_FILE = records.PROVENANCE_FILE
 RECORD_VERSION = 1
 # The packages whose versions are recorded (those installed); the first ones move numbers most.
 PACKAGES = ("torch", "transformers", "tokenizers", "deepspeed", "peft", "datasets", "alpaca_eval",

@@ -9,12 +9,12 @@ no eligible trial why it stopped."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
+from ablate import records
 from analysis import stats
 from analysis.load import load_trials
 
@@ -71,7 +71,7 @@ def point_of(trials: pd.DataFrame) -> dict:
     """The ``point`` (the sweep file's values) of a setting, from one of its trials' params.json."""
     for trial_dir in trials["trial_dir"]:
         try:
-            point = json.loads((Path(trial_dir) / "params.json").read_text())["trial"].get("point")
+            point = records.read_trial_config(Path(trial_dir)).get("point")
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if isinstance(point, dict):

@@ -20,12 +20,12 @@ from pathlib import Path
 from types import ModuleType
 
 from ablate import plan as plan_mod
-from ablate import provenance, selection, sweepdir
+from ablate import provenance, records, selection, sweepdir
 from ablate.cache import cache_key
 from ablate.spec import SweepSpec
 from ablate.spec import stages as stage_spec
 
-RECORD = "stages.json"
+RECORD = records.STAGES_FILE
 
 
 @dataclass
@@ -49,11 +49,11 @@ class Record:
 
     @classmethod
     def read(cls, path: str) -> Record | None:
-        data = read_bytes(path)
+        data = records.read_bytes(path)
         return None if data is None else cls(path, json.loads(data))
 
     def save(self) -> None:
-        write_bytes(self.path, json.dumps(self.data, indent=1).encode())
+        records.write_json(self.path, self.data, indent=1)
 
     def spec(self) -> SweepSpec:
         return SweepSpec.model_validate(self.data["spec"])
@@ -73,28 +73,6 @@ class Record:
             if cut:
                 notes.append(f"{m['label']}: {cut}")
         return bases, notes
-
-
-def write_bytes(path: str, data: bytes) -> None:
-    """Write a whole file at once, locally (``ablate.cache``) or behind a URI (a temporary name, then moved)."""
-    if "://" not in path:
-        from ablate.cache import atomic_write_bytes
-
-        atomic_write_bytes(path, data)
-        return
-    sweepdir.write_bytes(path, data)
-
-
-def read_bytes(path: str) -> bytes | None:
-    if "://" not in path:
-        return Path(path).read_bytes() if Path(path).is_file() else None
-    import pyarrow.fs
-
-    fs, where = pyarrow.fs.FileSystem.from_uri(path)
-    if fs.get_file_info(where).type == pyarrow.fs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(where) as f:
-        return f.readall()
 
 
 # --- --dry-run ---------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ import torch
 
 from ablate import data as data_mod
 from ablate import models, progress, synthetic
-from ablate.cache import atomic_dir, atomic_write_json, cache_key
+from ablate.cache import atomic_dir, cache_key
 from ablate.evaluate import generate
+from ablate.records import write_json
 from ablate.train import AdamWStepper, Hooks, TrainSettings, sequence_logps, total_steps, train
 
 CACHE_VERSION = 1
@@ -94,7 +95,7 @@ def baseline_generations(model_dir: Path, data: dict, evaluation: dict) -> Path:
         texts, counts = generate(model, tokenizer, prompt_ids, ev.new_tokens, ev.batch_size, "cpu",
                                  generations.sampling(ev))  # fmt: skip
     prompts = [generations.prompt_text(r["prompt"]) for r in rows]
-    atomic_write_json(path, generations.GenerationSet(prompts, texts, counts).to_json())
+    write_json(path, generations.GenerationSet(prompts, texts, counts).to_json())
     return path
 
 

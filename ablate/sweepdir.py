@@ -11,13 +11,15 @@ import json
 import re
 import socket
 import time
-import uuid
 from pathlib import Path
 
 import pyarrow.fs
 
-MARKER = ".ablate-sweep.json"
-LEASE = ".ablate-lease.json"  # ablate.lease
+from ablate import records
+from ablate.records import filesystem, read_json, write_bytes
+
+MARKER = records.MARKER_FILE
+LEASE = records.LEASE_FILE  # ablate.lease
 # Top-level entries of a sweep's directory that ablate or Ray Tune write; nothing else is deleted.
 KNOWN = re.compile(
     r"^(" + "|".join([
@@ -29,13 +31,6 @@ KNOWN = re.compile(
 )  # fmt: skip
 
 
-def filesystem(path: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    """The file system and path of ``path``: a URI through pyarrow (as Ray Tune), else the local disk."""
-    if "://" in path:
-        return pyarrow.fs.FileSystem.from_uri(path)
-    return pyarrow.fs.LocalFileSystem(), str(Path(path).expanduser().resolve())
-
-
 def entries(path: str) -> dict[str, bool] | None:
     """The directory's top-level names (True: a folder); None when it does not exist."""
     fs, where = filesystem(path)
@@ -43,29 +38,6 @@ def entries(path: str) -> dict[str, bool] | None:
         return None
     infos = fs.get_file_info(pyarrow.fs.FileSelector(where))
     return {i.base_name: i.type == pyarrow.fs.FileType.Directory for i in infos}
-
-
-def read_json(path: str) -> dict | None:
-    """A small JSON file (local or behind a URI); None when absent or unreadable."""
-    fs, where = filesystem(path)
-    try:
-        with fs.open_input_stream(where) as f:
-            value = json.loads(f.readall())
-    except (FileNotFoundError, OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def write_bytes(path: str, data: bytes) -> None:
-    """Write a whole small file at once (local or behind a URI): a temporary name of its own, then moved
-    over ``path`` (a rename on a local disk), so a reader sees the old file or the new one."""
-    fs, where = filesystem(path)
-    folder, name = where.rsplit("/", 1)
-    fs.create_dir(folder, recursive=True)
-    tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, where)
 
 
 def write_marker(path: str, name: str) -> None:
@@ -84,7 +56,7 @@ def lease_home(path: str) -> str:
     """Where the lease of the sweep that ``path`` (a sweep's or a stage's folder) belongs to lives: a staged
     sweep's one lease covers its stages, an adaptive sweep's its rounds."""
     parent = path.rstrip("/").rsplit("/", 1)[0]
-    staged = any(read_json(f"{parent}/{r}") is not None for r in ("stages.json", "rounds.json"))
+    staged = any(read_json(f"{parent}/{r}") is not None for r in (records.STAGES_FILE, records.ROUNDS_FILE))
     return parent if staged else path
 
 

@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 import torch
 
 from ablate import checkpoint as ckpt_mod
-from ablate import evaluate, faults, models, preference, reference, shared_prompt, trial_config, worker_cache
+from ablate import (
+    evaluate,
+    faults,
+    models,
+    preference,
+    records,
+    reference,
+    shared_prompt,
+    trial_config,
+    worker_cache,
+)
 from ablate.backends import Backend, StepperSetup
 from ablate.backends.single import SingleProcess
 from ablate.memory import MemoryProbe
@@ -29,7 +39,7 @@ from ablate.trial_config import TrialConfig
 Report = Callable[[dict], None]
 ReportCheckpoint = Callable[[dict, str], None]  # (metrics, checkpoint directory)
 SaveArtifact = Callable[[str, bytes], None]  # (file name, content) -> a file in the trial's directory
-HELDOUT_FILE = "heldout.json"  # per-response held-out data, read by analysis/ for its figures
+HELDOUT_FILE = records.HELDOUT_FILE  # per-response held-out data, read by analysis/ for its figures
 
 
 def run_trial(

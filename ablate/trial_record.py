@@ -5,13 +5,13 @@ record instead of training again (an earlier stage's identical trial, or an earl
 from __future__ import annotations
 
 import json
-import os
 
 from ray import tune
 
+from ablate import records
 from ablate.cache import cache_key
 
-FINAL_RECORD = "final.json"  # a trial's final metrics, written by the trial before it reports them
+FINAL_RECORD = records.FINAL_FILE  # a trial's final metrics, written by the trial before it reports them
 
 
 def save_to_trial_dir(name: str, data: bytes) -> None:
@@ -19,25 +19,16 @@ def save_to_trial_dir(name: str, data: bytes) -> None:
 
     Files in the trial's working directory reach storage only with ``SyncConfig(sync_artifacts=True)``
     and then on a timer (every 5 min by default, none forced at the trial's end), so a small result
-    file goes straight through the storage filesystem instead: written under a temporary name, then
-    moved, so a reader sees the whole file or none."""
+    file goes straight through the storage filesystem instead (``ablate.records.write_bytes``: a
+    reader sees the whole file or none)."""
     storage = tune.get_context().get_storage()
-    fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
-    fs.create_dir(trial_dir, recursive=True)
-    tmp = f"{trial_dir}/.{name}.{os.getpid()}.tmp"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, f"{trial_dir}/{name}")
+    records.write_bytes(f"{storage.trial_fs_path}/{name}", data, fs=storage.storage_filesystem)
 
 
 def read_from_trial_dir(name: str) -> dict | None:
     """A JSON file of this trial's directory in storage; None if absent or unreadable (then: train)."""
     storage = tune.get_context().get_storage()
-    try:
-        with storage.storage_filesystem.open_input_stream(f"{storage.trial_fs_path}/{name}") as f:
-            return json.loads(f.readall())
-    except (FileNotFoundError, OSError, ValueError):
-        return None
+    return records.read_json(f"{storage.trial_fs_path}/{name}", fs=storage.storage_filesystem)
 
 
 def earlier_attempt(cfg: dict) -> tuple | None:
@@ -66,11 +57,8 @@ def earlier_attempt(cfg: dict) -> tuple | None:
 
 
 def _record_key(fs, path: str) -> str | None:
-    try:
-        with fs.open_input_stream(path) as f:
-            return json.loads(f.readall()).get("trial_key")
-    except (OSError, ValueError, AttributeError):
-        return None
+    record = records.read_json(path, fs=fs)
+    return record.get("trial_key") if isinstance(record, dict) else None
 
 
 def replay(source: str) -> dict | None:
@@ -89,24 +77,18 @@ def replay(source: str) -> dict | None:
 
 def replay_from(fs, root: str, source: str | None = None) -> dict | None:
     """``replay`` of the trial folder ``root`` on the pyarrow filesystem ``fs``."""
-    import pyarrow.fs
-
-    from analysis.load import HELDOUT_FILE, JUDGMENTS_FILE, RAY_KEYS
-
+    names = (FINAL_RECORD, records.RESULT_FILE, records.HELDOUT_FILE, records.JUDGMENTS_FILE)
     try:
-        files = {}
-        for name in (FINAL_RECORD, "result.json", HELDOUT_FILE, JUDGMENTS_FILE):
-            if fs.get_file_info(f"{root}/{name}").type == pyarrow.fs.FileType.File:
-                with fs.open_input_stream(f"{root}/{name}") as f:
-                    files[name] = f.readall()
+        files = {name: data for name in names if (data := records.read_bytes(f"{root}/{name}", fs=fs)) is not None}
         final = json.loads(files[FINAL_RECORD])
-        rows = [json.loads(line) for line in files.get("result.json", b"").decode().splitlines() if line.strip()]
+        text = files.get(records.RESULT_FILE, b"").decode()
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     except (OSError, KeyError, ValueError):
         return None
     for row in rows:
         if "step" in row and "status" not in row:  # the training history, as the earlier trial reported it
-            tune.report({k: v for k, v in row.items() if k not in RAY_KEYS})
-    for name in (HELDOUT_FILE, JUDGMENTS_FILE):  # per-response records (generations), later judgments
+            tune.report({k: v for k, v in row.items() if k not in records.RAY_KEYS})
+    for name in (records.HELDOUT_FILE, records.JUDGMENTS_FILE):  # per-response records (generations), later judgments
         if name in files:
             save_to_trial_dir(name, files[name])
     final = {**final, "replayed_from": source or root}

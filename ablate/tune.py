@@ -23,6 +23,7 @@ from ablate import spec as spec_mod
 from ablate.backends import deepspeed as deepspeed_backend
 from ablate.cache import cache_key
 from ablate.plan import SweepPlan
+from ablate.records import TRIAL_KEY
 from ablate.tracking import callbacks_for as tracking_callbacks
 from ablate.trial import run_trial
 from ablate.trial_record import (
@@ -34,7 +35,6 @@ from ablate.trial_record import (
     save_to_trial_dir,
 )
 
-TRIAL_KEY = "trial"
 KEEP_CHECKPOINTS = 2  # per trial; Ray deletes older ones (and snapshots the sweep state that often)
 
 

@@ -20,8 +20,9 @@ import torch
 
 from ablate import data as data_mod
 from ablate import models, progress
-from ablate.cache import atomic_write_json, cache_key
+from ablate.cache import cache_key
 from ablate.data import TokenizedPair
+from ablate.records import write_json
 from ablate.trial_config import TrialConfig
 
 TOKENIZED_VERSION = 2
@@ -106,7 +107,7 @@ def tokenized_splits(cfg: TrialConfig, tokenizer) -> Splits:
             return pairs
 
         out = Splits(tok(train_rows, "training"), tok(eval_rows, "held-out"), eval_rows, counts)
-        atomic_write_json(
+        write_json(
             path, {"train": _lists(out.train), "eval": _lists(out.held_out), "eval_rows": eval_rows, "counts": counts}
         )
     _tokenized[key] = out

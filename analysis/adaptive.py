@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ablate import records
 from ablate import sequential as S
 from ablate.adaptive import Decider
 from analysis import claims as user
@@ -46,7 +47,7 @@ def look_alpha(df: pd.DataFrame) -> tuple[float, str]:
     sweep's looks decided at (the report repeats its last look), so the family-wise error over all
     K looks stays at α (ablate.sequential); other trials at ``V.ALPHA``."""
     for d in df.get("trial_dir", pd.Series(dtype=object)).dropna().unique():
-        record = Path(str(d)).parent.parent / "rounds.json"
+        record = Path(str(d)).parent.parent / records.ROUNDS_FILE
         try:
             data = json.loads(record.read_text())
             alpha, k = float(data["look_alpha"]), int(data["looks"])

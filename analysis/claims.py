@@ -4,11 +4,9 @@ rule), or, with ``key=value`` words after the label, its best setting among thos
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pandas as pd
 
+from ablate import records
 from ablate.spec.claims import split_arm
 from analysis import findings as F
 from analysis import stats
@@ -19,7 +17,7 @@ def recorded(df: pd.DataFrame) -> list[dict]:
     """The claims recorded in the trials' configs (every trial of a sweep carries them)."""
     for d in df.get("trial_dir", pd.Series(dtype=object)).dropna():
         try:
-            claims = json.loads((Path(str(d)) / "params.json").read_text())["trial"].get("claims")
+            claims = records.read_trial_config(str(d)).get("claims")
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
         return list(claims or [])

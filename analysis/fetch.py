@@ -9,8 +9,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-REPORT_FILES = ("params.json", "result.json", "error.txt", "stages.json", "heldout.json", "judgments.json",
-                "run_order.json")  # fmt: skip
+from ablate import records
+
+REPORT_FILES = (records.PARAMS_FILE, records.RESULT_FILE, records.ERROR_FILE, records.STAGES_FILE,
+                records.HELDOUT_FILE, records.JUDGMENTS_FILE, records.RUN_ORDER_FILE)  # fmt: skip
 STATE_PREFIX = "experiment_state-"  # Ray's view of the trials: statuses, and whether the sweep has ended
 
 

@@ -22,7 +22,8 @@ import pandas as pd
 from scipy import stats as st
 
 from ablate import winrate
-from analysis.load import FINISHED, JUDGMENTS_FILE, load_heldout
+from ablate.records import JUDGMENTS_FILE
+from analysis.load import FINISHED, load_heldout
 
 WIN = re.compile(r"^win_rate@(.+)$")
 ORACLE = "builtin:oracle"

@@ -33,27 +33,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from ablate import records
+from ablate.records import (
+    HELDOUT_FILE,
+    JUDGMENTS_FILE,
+    NOT_SETTING,
+    RAY_KEYS,
+    STAGES_FILE,
+    config_key,
+    json_default,
+)
+
 FINISHED = "finished"
-STATUSES = ["finished", "diverged", "errored", "stopped early", "unfinished", "pending", "unreadable", "duplicate"]
 
-# Trial-config keys that do not change what a trial computes, or that differ between the seeds
-# of one setting; everything else (method, hparams, training, data, model, evaluation, resources,
-# reference, label, the start point's id) defines the setting.
-NOT_SETTING = {"seed", "index", "sweep", "cache_dir", "start", "metric", "mode", "setting", "data_split",
-               "point", "stage", "replay", "provenance", "claims"}  # fmt: skip
-
-# Keys Ray Tune adds to every reported result: not metrics of ours.
-RAY_KEYS = {
-    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date", "time_this_iter_s",
-    "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
-    "should_checkpoint",
-}  # fmt: skip
 HISTORY_KEYS = ("step", "train_loss", "train_reward_accuracy", "lr")
-HELDOUT_FILE = "heldout.json"
-JUDGMENTS_FILE = "judgments.json"  # judges added after the trial (python -m ablate.judge)
 
 
-STAGES_RECORD = "stages.json"  # a staged sweep (ablate.stages): one Ray Tune experiment per stage below it
+STAGES_RECORD = STAGES_FILE
 
 
 def stage_names(sweep_dir: Path) -> list[str] | None:
@@ -72,7 +68,7 @@ def is_sweep_dir(path: Path) -> bool:
     if stage_names(path) is not None:
         return True
     return any(path.glob("experiment_state-*.json")) or any(
-        (d / "params.json").is_file() for d in path.iterdir() if d.is_dir()
+        (d / records.PARAMS_FILE).is_file() for d in path.iterdir() if d.is_dir()
     )
 
 
@@ -137,20 +133,6 @@ def experiment_state(sweep_dir: Path) -> dict[str, dict]:
     return out
 
 
-def _json_default(value):
-    return repr(value)
-
-
-def config_key(cfg: dict) -> str:
-    """Short hash of what defines a setting (see ``NOT_SETTING``); equal across sweeps and seeds."""
-    shown = {k: v for k, v in cfg.items() if k not in NOT_SETTING}
-    start = cfg.get("start")
-    if isinstance(start, dict) and start.get("path"):
-        shown["start_id"] = Path(str(start["path"])).name  # sft-<hash of the SFT config>
-    text = json.dumps(shown, sort_keys=True, default=_json_default)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
 # Training settings that change a trial's numbers but not its work (the passes it runs and their sizes).
 VALUE_ONLY_TRAINING = {"learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm"}
 
@@ -162,7 +144,7 @@ def work_key(cfg: dict) -> str:
     (``analysis.drift``)."""
     shown = {k: v for k, v in cfg.items() if k not in NOT_SETTING | {"label", "hparams"}}
     shown["training"] = {k: v for k, v in (cfg.get("training") or {}).items() if k not in VALUE_ONLY_TRAINING}
-    text = json.dumps(shown, sort_keys=True, default=_json_default)
+    text = json.dumps(shown, sort_keys=True, default=json_default)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -176,7 +158,7 @@ def task_key(cfg: dict) -> str:
     start = cfg.get("start")
     if isinstance(start, dict) and start.get("path"):
         shown["start_id"] = Path(str(start["path"])).name
-    text = json.dumps(shown, sort_keys=True, default=_json_default)
+    text = json.dumps(shown, sort_keys=True, default=json_default)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -241,17 +223,17 @@ def load_trial(trial_dir: Path, sweep: str, ray_info: dict | None = None) -> dic
     ray_info = ray_info or {}
     row: dict = {"sweep": sweep, "trial": trial_dir.name, "trial_dir": str(trial_dir)}
     try:
-        cfg = json.loads((trial_dir / "params.json").read_text())["trial"]
+        cfg = records.read_trial_config(trial_dir)
         row.update(_config_columns(cfg))
     except (OSError, ValueError, KeyError, TypeError) as e:
         state = ray_info.get("status")
-        if not (trial_dir / "params.json").exists() and ray_info.get("config") and state != "ERROR":
+        if not (trial_dir / records.PARAMS_FILE).exists() and ray_info.get("config") and state != "ERROR":
             # Ray made the directory but the trial has not written anything yet.
             row.update(_config_columns(ray_info["config"]))
             waiting = "pending" if state in ("PENDING", None) else "unfinished"
             return {**row, "status": waiting, "error": f"nothing written yet (Ray status: {state})"}
         return {**row, "status": "unreadable", "error": f"params.json: {type(e).__name__}: {e}"}
-    results, bad_lines = read_json_lines(trial_dir / "result.json")
+    results, bad_lines = read_json_lines(trial_dir / records.RESULT_FILE)
     final = next((r for r in reversed(results) if "status" in r), None)
     status, message = trial_status(final, ray_info.get("status"), trial_dir / "error.txt")
     if bad_lines and final is None and status != "errored":
@@ -311,7 +293,7 @@ def load_sweep(sweep_dir: Path, cache: dict | None = None) -> list[dict]:
     rows: list[dict] = []
     seen = set()
     for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
-        if (d / "params.json").exists() or d.name in state:
+        if (d / records.PARAMS_FILE).exists() or d.name in state:
             rows.append(_cached_trial(d, sweep_dir.name, state.get(d.name), cache))
             seen.add(d.name)
     for name, info in state.items():
@@ -351,7 +333,7 @@ def mark_duplicates(rows: list[dict]) -> list[dict]:
     return rows
 
 
-TRIAL_FILES = ("params.json", "result.json", "error.txt", HELDOUT_FILE, JUDGMENTS_FILE)
+TRIAL_FILES = (records.PARAMS_FILE, records.RESULT_FILE, records.ERROR_FILE, HELDOUT_FILE, JUDGMENTS_FILE)
 
 
 def _cached_trial(trial_dir: Path, sweep: str, ray_info: dict | None, cache: dict | None) -> dict:

@@ -5,13 +5,13 @@ score margin, chosen vs rejected length), read from the trials' recorded ``data_
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 from scipy import stats as sp_stats
 
+from ablate import records
 from analysis.findings import best_setting, interval
 from analysis.tables import Table, fmt_number
 
@@ -66,7 +66,7 @@ def built_summaries(df: pd.DataFrame) -> list[dict]:
     seen: dict[str, dict] = {}
     for trial_dir in df.get("trial_dir", pd.Series(dtype=str)).dropna():
         try:
-            split = json.loads((Path(trial_dir) / "params.json").read_text())["trial"].get("data_split") or {}
+            split = records.read_trial_config(Path(trial_dir)).get("data_split") or {}
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if isinstance(split.get("on_policy"), dict):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ablate import records
 from ablate.provenance import PROVENANCE_FILE
 
 NOT_RECORDED = "(not recorded)"
@@ -81,7 +82,7 @@ def read_record(trial_dir: Path) -> dict | None:
 def trial_facts(trial_dir: Path) -> dict[str, str] | None:
     """A trial directory's facts; None without a readable ``params.json``."""
     try:
-        cfg = json.loads((Path(trial_dir) / "params.json").read_text())["trial"]
+        cfg = records.read_trial_config(Path(trial_dir))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return facts(cfg, read_record(trial_dir))
@@ -89,7 +90,7 @@ def trial_facts(trial_dir: Path) -> dict[str, str] | None:
 
 def export_record(trial_dir: Path) -> dict:
     """What an AlpacaEval export keeps of the trial it came from (``provenance.json`` beside its outputs)."""
-    cfg = json.loads((Path(trial_dir) / "params.json").read_text())["trial"]
+    cfg = records.read_trial_config(Path(trial_dir))
     return {"trial_dir": str(trial_dir), "config": cfg, "provenance": read_record(trial_dir)}
 
 

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ablate import records
 from analysis import fetch, report
 from analysis.load import FINISHED, experiment_state, find_sweeps, load_trials, stage_names
 
@@ -38,7 +39,7 @@ def sweep_ended(sweep_dir: Path) -> bool:
     if not state or any(info.get("status") not in DONE_STATES for info in state.values()):
         return False
     try:
-        planned = len(json.loads((sweep_dir / "run_order.json").read_text())["trials"])
+        planned = len(json.loads((sweep_dir / records.RUN_ORDER_FILE).read_text())["trials"])
     except (OSError, ValueError, KeyError, TypeError):
         planned = 0  # a search sweep records its suggestions as they come
     return len(state) >= planned

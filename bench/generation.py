@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from ablate import records
 from bench.timing import now, since
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def sweep_share(sweep_dir: Path) -> str:
     """The recorded build time of a finished run against its trials' summed wall time (``trial_s``)."""
     build, trial_s = None, 0.0
     for params in sweep_dir.glob("*/params.json"):
-        split = json.loads(params.read_text())["trial"].get("data_split") or {}
+        split = records.trial_config(json.loads(params.read_text())).get("data_split") or {}
         build = (split.get("on_policy") or {}).get("build_seconds", build)
         results = [json.loads(line) for line in (params.parent / "result.json").read_text().splitlines() if line.strip()]
         trial_s += next((r.get("trial_s", 0.0) for r in reversed(results) if "status" in r), 0.0)

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from ablate import records
 from bench import gpu_scale
 
 SWEEP = "gpu-simpo-dpo"
@@ -126,7 +127,7 @@ def trial_rows(out: Path) -> list[dict]:
     rows = []
     for final in sorted(glob.glob(str(out / "results" / "*" / "*" / "final.json"))):
         trial_dir = Path(final).parent
-        cfg = json.loads((trial_dir / "params.json").read_text())["trial"]
+        cfg = records.read_trial_config(trial_dir)
         rows.append({
             "sweep": trial_dir.parent.name,
             "label": cfg["label"],

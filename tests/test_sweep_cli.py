@@ -176,7 +176,8 @@ def test_repository_sweeps_dry_run():
 
 
 def test_searcher_suggests_whole_trial_configs_and_survives_save_restore(tmp_path):
-    from ablate.tune import TRIAL_KEY, SweepSearcher
+    from ablate.records import TRIAL_KEY
+    from ablate.tune import SweepSearcher
 
     spec = spec_mod.load_sweep(write(tmp_path, SEARCHED))
     searcher = SweepSearcher(replace(plan_mod.build(spec), trial_extra={"start": {"path": "x", "baseline": None}}))
@@ -211,7 +212,8 @@ def test_searcher_suggests_whole_trial_configs_and_survives_save_restore(tmp_pat
 
 
 def test_random_search_draws_choices_and_inclusive_integers_reproducibly(tmp_path):
-    from ablate.tune import TRIAL_KEY, SweepSearcher
+    from ablate.records import TRIAL_KEY
+    from ablate.tune import SweepSearcher
 
     body = """
     name: r

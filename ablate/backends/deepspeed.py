@@ -32,10 +32,10 @@ from typing import Any
 
 import torch
 
-from ablate import dsconfig, lora, models
+from ablate import dsconfig, lora, models, records
 from ablate.backends import StepperSetup
-from ablate.cache import atomic_write_bytes
 from ablate.evaluate import PairLogps, generate, pair_logps
+from ablate.records import write_bytes
 from ablate.train import Diverged, LossFn
 from ablate.trial import Report, SaveArtifact, run_trial
 from ablate.trial_config import TrialConfig, parse
@@ -100,7 +100,7 @@ def train_worker(loop_config: dict) -> None:
 
     for key, value in loop_config["env"].items():
         os.environ.setdefault(key, value)
-    cfg = parse(loop_config["trial"])
+    cfg = parse(records.trial_config(loop_config))
     rows: list[dict] = []
     artifacts: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="ablate-policy-") as tmp:
@@ -331,7 +331,7 @@ def save_policy(engine, tokenizer, out_dir: Path, zero3: bool) -> Path | None:
     if lora.has_adapter(engine.module):  # a LoRA policy: the adapter alone, in peft's format
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, data in lora.adapter_files(engine.module, state).items():
-            atomic_write_bytes(out_dir / name, data)
+            write_bytes(out_dir / name, data)
         return out_dir
     engine.module.save_pretrained(out_dir, state_dict=state)
     tokenizer.save_pretrained(out_dir)

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RECORD_FILE = "tracking.json"  # in the sweep's storage directory: where its runs are, for the report
+from ablate import records
+
+RECORD_FILE = records.TRACKING_FILE  # in the sweep's storage directory: where its runs are, for the report
 
 
 @dataclass(frozen=True)
@@ -68,17 +70,15 @@ def param_text(value: Any) -> str:
 
 
 def tags(cfg: dict, trial_id: str, launch: str) -> dict[str, str]:
-    """Sweep, method, label and the setting's hash (``analysis.load.config_key``: the same for every
+    """Sweep, method, label and the setting's hash (``ablate.records.config_key``: the same for every
     seed of a setting and across sweeps), and the ids that let a resumed trial find its run."""
-    from analysis.load import config_key  # pandas: imported only when a tracker logs
-
     return {
         "sweep": str(cfg["sweep"]),
         "method": str(cfg["method"]),
         "label": str(cfg["label"]),
         "setting": str(cfg["setting"]),
         "seed": str(cfg["seed"]),
-        "config_hash": config_key(cfg),
+        "config_hash": records.config_key(cfg),
         "ablate.trial_id": trial_id,
         "ablate.launch": launch,
     }
@@ -87,12 +87,10 @@ def tags(cfg: dict, trial_id: str, launch: str) -> dict[str, str]:
 def metrics(result: dict) -> dict[str, float]:
     """The numbers a trial reported (training rows, held-out rows, the final record), without what Ray
     Tune adds to every result and without the step (the x-axis)."""
-    from analysis.load import RAY_KEYS
-
     return {
         k: float(v)
         for k, v in result.items()
-        if k not in RAY_KEYS and k != "step" and isinstance(v, int | float) and not isinstance(v, bool)
+        if k not in records.RAY_KEYS and k != "step" and isinstance(v, int | float) and not isinstance(v, bool)
     }
 
 
@@ -119,32 +117,12 @@ def write_record(info: SweepInfo, section: str, entry: dict) -> None:
     """Add ``section`` (mlflow, wandb, tensorboard) to ``<experiment>/tracking.json``."""
     record = read_record(info.experiment_path) or {"sweep": info.name, "launch": info.launch}
     record[section] = entry
-    data = json.dumps(record, indent=2).encode()
-    if info.local:
-        from ablate.cache import atomic_write_bytes
-
-        atomic_write_bytes(Path(info.experiment_path) / RECORD_FILE, data)
-        return
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(info.experiment_path)
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/{RECORD_FILE}") as f:
-        f.write(data)
+    records.write_json(f"{info.experiment_path}/{RECORD_FILE}", record, indent=2)
 
 
 def read_record(experiment_path: str | Path) -> dict | None:
-    path = str(experiment_path)
-    try:
-        if "://" not in path:
-            return json.loads((Path(path) / RECORD_FILE).read_text())
-        import pyarrow.fs
-
-        fs, fs_path = pyarrow.fs.FileSystem.from_uri(path)
-        with fs.open_input_stream(f"{fs_path}/{RECORD_FILE}") as f:
-            return json.loads(f.readall())
-    except (OSError, ValueError):
-        return None
+    record = records.read_json(f"{experiment_path}/{RECORD_FILE}")
+    return record if isinstance(record, dict) else None
 
 
 def callbacks_for(plan, experiment_path: str) -> list:

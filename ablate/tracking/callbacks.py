@@ -30,7 +30,7 @@ from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 from ray.air.util.node import _force_on_current_node
 from ray.tune.logger import TBXLoggerCallback
 
-from ablate import tracking
+from ablate import records, tracking
 from ablate.tracking import SweepInfo
 
 MLFLOW_BATCH = 100  # parameters per log_batch request (MLflow's limit)
@@ -63,10 +63,8 @@ def _never_fatal(method):
 
 
 def _trial_cfg(trial) -> dict:
-    """The trial's config (its ``params.json``), under ``ablate.tune.TRIAL_KEY`` of Ray's config."""
-    from ablate.tune import TRIAL_KEY  # imported here: ablate.tune imports this module's caller
-
-    return trial.config[TRIAL_KEY]
+    """The trial's config (its ``params.json``), under ``ablate.records.TRIAL_KEY`` of Ray's config."""
+    return records.trial_config(trial.config)
 
 
 class MLflowTracker(MLflowLoggerCallback):
