@@ -21,7 +21,7 @@ shows them): add ``stage=<name>`` to target one stage, e.g.
 ``ABLATE_FAULT="stage=hparams,index=0,step=6,kind=hang"``; a fault without ``stage`` fires at that
 index in every stage.
 
-An on-policy data build (``ablate.onpolicy``) reads ``stage=on_policy,index=0,step=K,kind=kill``: the
+An on-policy data build (``ablate.onpolicy.build``) reads ``stage=on_policy,index=0,step=K,kind=kill``: the
 driver kills itself right after writing shard K.
 
 A fault fires only in an attempt that started from step 0: a trial retried from a checkpoint taken

@@ -19,13 +19,13 @@ FINAL = (
 )  # fmt: skip
 
 # Also once at the end, but only with ``evaluation.generate`` (oracle ones: only on the built-in task).
-# The collapse diagnostics (ablate.generations): repeated 4-grams, distinct bigrams, generations cut
+# The collapse diagnostics (ablate.judging.generations): repeated 4-grams, distinct bigrams, generations cut
 # at max_new_tokens, and the change of the held-out chosen responses' average log-likelihood.
 GENERATION = ("gen_length", "repeat_4gram_rate", "distinct_2", "hit_max_tokens_rate", "chosen_logp_change",
               "chosen_logp_fell")  # fmt: skip
 ORACLE = ("oracle_win_rate", "oracle_reward")
 
-# Per judge of ``evaluation.judges`` (ablate.judging), named ``<metric>@<judge>``, e.g.
+# Per judge of ``evaluation.judges`` (ablate.judging.scoring), named ``<metric>@<judge>``, e.g.
 # ``lc_win_rate@builtin:reward-model``; reported once at the end, with generation.
 PER_JUDGE = ("win_rate", "lc_win_rate", "lc_win_rate_se", "length_coef", "judge_accuracy", "judge_truncated")
 

@@ -22,7 +22,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ablate import synthetic
+from ablate.data import synthetic
 
 BUILTIN_PREFIX = "builtin:"
 

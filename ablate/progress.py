@@ -5,9 +5,9 @@ On a terminal, a ``rich`` progress bar; otherwise (CI logs, Ray worker logs) a p
 ``every_s`` seconds (10 by default) saying what runs, how far it is and about how long is left. A step
 that ends before the first line is due prints nothing, so small runs stay quiet.
 
-Loops that do not know what they are part of (``ablate.evaluate``'s batch loops) ask for
+Loops that do not know what they are part of (``ablate.trial.evaluate``'s batch loops) ask for
 ``loop(total)``: it is a real progress display only inside ``label("what it does")``, set by the
-caller that knows (``ablate.reference``, ``ablate.startpoint``), and a no-op otherwise, so the same
+caller that knows (``ablate.trial.reference``, ``ablate.trial.startpoint``), and a no-op otherwise, so the same
 loops run silently for held-out evaluation.
 """
 

@@ -27,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ablate import records
+from ablate.data import sources as datasource
 
 PROVENANCE_FILE = records.PROVENANCE_FILE
 RECORD_VERSION = 1
@@ -188,10 +189,9 @@ def tokenizer_fingerprint(path: str, trust_remote_code: bool = False, use_templa
 
 def data_fingerprint(data: dict) -> dict:
     """The exact training and held-out rows a trial gets (after unusable pairs are dropped)."""
-    from ablate import data as data_mod
 
     try:
-        train, held_out = data_mod.load_splits(data)
+        train, held_out = datasource.load_splits(data)
     except Exception as e:  # noqa: BLE001 - a record, not a check: the trial raises the real error itself
         return {"error": f"{type(e).__name__}: {e}"[:300]}
     return {"train_rows": digest(train), "held_out_rows": digest(held_out),
@@ -201,7 +201,7 @@ def data_fingerprint(data: dict) -> dict:
 def judge_fingerprints(spec, data: dict, start: dict, pinned: dict[str, str]) -> list[dict]:
     """Per judge (a list: ids such as ``builtin:oracle`` are no tracker's parameter names): what its scores
     depend on (a model's files and tokenizer, or the built-in code)."""
-    from ablate import judges
+    from ablate.judging import judges
     from ablate.spec.evaluation import EvalConfig
     from ablate.spec.schema import DataConfig
 

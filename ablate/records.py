@@ -169,3 +169,26 @@ def read_json(path: str | Path, fs=None) -> Any:
         return None if data is None else json.loads(data)
     except (OSError, ValueError):
         return None
+
+
+def finished_trials(experiment_path: str) -> list[tuple[str, dict]]:
+    """(trial folder, trial config) of every trial of a Ray Tune experiment (a local path or a URI)
+    whose final record (``final.json``) says it finished, in folder order."""
+    import pyarrow.fs
+
+    fs, root = filesystem(experiment_path)
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(root))
+    except OSError:  # no such folder (yet)
+        return []
+    out = []
+    for info in sorted(infos, key=lambda i: i.base_name):
+        if info.type != pyarrow.fs.FileType.Directory:
+            continue
+        final = read_json(f"{info.path}/{FINAL_FILE}", fs=fs)
+        params = read_json(f"{info.path}/{PARAMS_FILE}", fs=fs)
+        if isinstance(final, dict) and final.get("status") == "finished" and isinstance(params, dict):
+            cfg = params.get(TRIAL_KEY)
+            if isinstance(cfg, dict):
+                out.append((f"{str(experiment_path).rstrip('/')}/{info.base_name}", cfg))
+    return out

@@ -1,4 +1,4 @@
-"""The verdicts an adaptive-seed sweep looks at after each round (``ablate.adaptive``): the report's
+"""The verdicts an adaptive-seed sweep looks at after each round (``ablate.sweep.adaptive``): the report's
 claims (the paper's findings where they apply, and the sweep file's ``claims:``), computed as the
 findings table does (analysis.findings, analysis.claims) and corrected together at the look's level."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from ablate import records
-from ablate import sequential as S
-from ablate.adaptive import Decider
+from ablate.sweep import sequential as S
+from ablate.sweep.adaptive import Decider
 from analysis import claims as user
 from analysis import fetch
 from analysis import findings as F
@@ -45,7 +45,7 @@ def look_alpha(df: pd.DataFrame) -> tuple[float, str]:
     """The level the report's verdicts are tested at, and a caption note: an adaptive-seed sweep's
     trials (its ``rounds.json`` beside their round folders) at the look level α/K, the level the
     sweep's looks decided at (the report repeats its last look), so the family-wise error over all
-    K looks stays at α (ablate.sequential); other trials at ``V.ALPHA``."""
+    K looks stays at α (ablate.sweep.sequential); other trials at ``V.ALPHA``."""
     for d in df.get("trial_dir", pd.Series(dtype=object)).dropna().unique():
         record = Path(str(d)).parent.parent / records.ROUNDS_FILE
         try:

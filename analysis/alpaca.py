@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ablate import winrate
-from ablate.generations import find_baseline
+from ablate.judging import winrate
+from ablate.judging.generations import find_baseline
 from analysis.load import FINISHED, load_heldout
 from analysis.provenance import export_record
 

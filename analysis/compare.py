@@ -14,7 +14,7 @@ examples for both arms and every seed and recomputes each trial's metric on ever
 the variance of Δ over the draws is the example-level variance, paired across arms (Miller, "Adding
 Error Bars to Evals", arXiv 2411.00640: paired differences, clustered by question). The
 length-controlled win rate is not refitted per draw: its per-trial delta-method error (the GLM's
-sandwich covariance, ablate.winrate) enters unpaired and as if fully correlated across seeds, which
+sandwich covariance, ablate.judging.winrate) enters unpaired and as if fully correlated across seeds, which
 only widens the interval; bench/verdicts.py checks its calibration.
 
 **Interval.** Δ ± t·√(V_seeds + V_examples), with the Welch–Satterthwaite degrees of freedom of the

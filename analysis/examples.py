@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ablate import winrate
+from ablate.judging import winrate
 from analysis.load import load_heldout
 
 PAIR, PROMPT = "pair", "prompt"
@@ -117,7 +117,7 @@ def _weighted_ranks(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def _spearman_draws(v: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Spearman's ρ between length and average log-likelihood of the pooled chosen and rejected
-    responses of each draw of pairs (``counts``: draws × pairs), as ``ablate.evaluate.spearman``."""
+    responses of each draw of pairs (``counts``: draws × pairs), as ``ablate.trial.evaluate.spearman``."""
     lengths, avg = np.r_[v[:, 0], v[:, 1]], np.r_[v[:, 2], v[:, 3]]
     w = np.hstack([counts, counts])  # a pair drawn k times brings both its responses k times
     a, b = _weighted_ranks(lengths, w), _weighted_ranks(avg, w)

@@ -5,15 +5,16 @@ where the sweep's ``storage:`` pointed. Model checkpoints stored beside the resu
 from __future__ import annotations
 
 import atexit
+import fnmatch
 import shutil
 import tempfile
 from pathlib import Path
 
 from ablate import records
+from analysis.load import RAY_STATE
 
 REPORT_FILES = (records.PARAMS_FILE, records.RESULT_FILE, records.ERROR_FILE, records.STAGES_FILE,
                 records.HELDOUT_FILE, records.JUDGMENTS_FILE, records.RUN_ORDER_FILE)  # fmt: skip
-STATE_PREFIX = "experiment_state-"  # Ray's view of the trials: statuses, and whether the sweep has ended
 
 
 class FetchError(ValueError):
@@ -44,7 +45,7 @@ def localize(path: str, into: Path | None = None) -> Path:
         atexit.register(shutil.rmtree, into, ignore_errors=True)
     dest = Path(into) / root.rstrip("/").rsplit("/", 1)[-1]
     for info in infos:
-        wanted = info.base_name in REPORT_FILES or info.base_name.startswith(STATE_PREFIX)
+        wanted = info.base_name in REPORT_FILES or fnmatch.fnmatch(info.base_name, RAY_STATE)  # read by load.experiment_state
         if info.type == fs.FileType.File and wanted:
             target = dest / info.path[len(root) :].lstrip("/")
             if _unchanged(target, info):  # a --watch look copies only what changed since the last

@@ -152,7 +152,7 @@ def paper_tests(df: pd.DataFrame, metric: str = "oracle_win_rate", cache: dict |
     claim(5, "SimPO's held-out reward accuracy is higher than DPO's", simpo, dpo, "reward_accuracy", ">", ("SimPO", "DPO"))
     claim(6, "SimPO trains faster than DPO (online reference)", simpo, dpo_online, "runtime_s", "<", ("SimPO", "DPO"))
     # The trials' own peak growth compares methods; the process's peak also holds what the worker
-    # held before each trial (ablate.memory). Older records have only the latter.
+    # held before each trial (ablate.trial.memory_probe). Older records have only the latter.
     growth = all("peak_memory_growth_mb" in x and x["peak_memory_growth_mb"].notna().any() for x in (simpo, dpo_online))
     memory = "peak_memory_growth_mb" if growth else "peak_memory_mb"
     measure = "each trial's own peak growth" if growth else "the process's peak"

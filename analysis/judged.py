@@ -5,7 +5,7 @@ judges', raw and length-controlled), and the columns Table 4 shows per judge.
 
 Trials report the minimal LC win rate (``lc_win_rate@<judge>``: no difficulty term, one trial alone).
 Here every finished trial judged on the same prompts against the same baseline (same ``task_key``)
-contributes to a difficulty per prompt (``ablate.winrate.prompt_difficulty``), and each trial's LC
+contributes to a difficulty per prompt (``ablate.judging.winrate.prompt_difficulty``), and each trial's LC
 win rate is fitted again with it: ``lc_win_rate_sweep@<judge>`` (AlpacaEval's ``length_controlled_noreg``
 with the sweep's own difficulties)."""
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from ablate import winrate
+from ablate.judging import winrate
 from ablate.records import JUDGMENTS_FILE
 from analysis.load import FINISHED, load_heldout
 

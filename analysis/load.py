@@ -40,6 +40,7 @@ from ablate.records import (
     NOT_SETTING,
     RAY_KEYS,
     STAGES_FILE,
+    TRIAL_KEY,
     config_key,
     json_default,
 )
@@ -50,6 +51,7 @@ HISTORY_KEYS = ("step", "train_loss", "train_reward_accuracy", "lr")
 
 
 STAGES_RECORD = STAGES_FILE
+RAY_STATE = "experiment_state-*.json"  # Ray Tune's internal state: read by experiment_state() alone
 
 
 def stage_names(sweep_dir: Path) -> list[str] | None:
@@ -67,7 +69,7 @@ def is_sweep_dir(path: Path) -> bool:
         return False
     if stage_names(path) is not None:
         return True
-    return any(path.glob("experiment_state-*.json")) or any(
+    return bool(experiment_state(path)) or any(
         (d / records.PARAMS_FILE).is_file() for d in path.iterdir() if d.is_dir()
     )
 
@@ -104,10 +106,15 @@ def read_json_lines(path: Path) -> tuple[list[dict], int]:
 
 def experiment_state(sweep_dir: Path) -> dict[str, dict]:
     """Ray's view of each trial from the newest ``experiment_state-*.json``: directory name →
-    ``{"status", "num_failures", "config"}``. Empty if there is none or it cannot be parsed."""
+    ``{"status", "num_failures", "config"}``. Empty if there is none or it cannot be parsed.
+
+    The one reader of Ray Tune's internal experiment state (tests/test_ray_state.py pins what it reads
+    against the files Ray writes): ``trial_data``, a list of ``[trial JSON, runtime JSON]``; of the
+    trial, ``relative_logdir`` (else ``trial_id``), ``status`` and ``config[TRIAL_KEY]``; of the
+    runtime, ``num_failures``."""
     # Newest by the timestamp in the name, as Ray picks it: a resumed sweep's storage sync rewrites
     # the older files too, so their modification times say nothing.
-    files = sorted(sweep_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
+    files = sorted(sweep_dir.glob(RAY_STATE), key=lambda p: p.name)
     if not files:
         return {}
     try:
@@ -122,7 +129,7 @@ def experiment_state(sweep_dir: Path) -> dict[str, dict]:
         except (ValueError, TypeError, IndexError):
             continue
         config = info.get("config")
-        cfg = config.get("trial") if isinstance(config, dict) else None
+        cfg = config.get(TRIAL_KEY) if isinstance(config, dict) else None
         name = info.get("relative_logdir") or info.get("trial_id")
         if name:
             out[str(name)] = {

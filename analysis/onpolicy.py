@@ -1,4 +1,4 @@
-"""On- vs off-policy data (``data.on_policy``, ``ablate.onpolicy``) in the report: per method, the selection
+"""On- vs off-policy data (``data.on_policy``, ``ablate.onpolicy.build``) in the report: per method, the selection
 metric of its best setting on the data set's own pairs and on the on-policy pairs, and the difference
 (Welch 95 % interval over seeds); and the built data set's summary (pairs kept and dropped, the judge's
 score margin, chosen vs rejected length), read from the trials' recorded ``data_split``."""

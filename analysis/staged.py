@@ -1,4 +1,4 @@
-"""A staged sweep (``stages:``, run by ``ablate.stages``) read as one sweep.
+"""A staged sweep (``stages:``, run by ``ablate.sweep.staged``) read as one sweep.
 
 ``analysis.load`` reads every stage's trials (``stage``, ``stage_index``, ``sweep`` = ``<sweep>/<stage>``).
 The report's tables come from the final stage (``final_stage``: Table 4 is each method's best setting

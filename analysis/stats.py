@@ -129,7 +129,7 @@ def best_settings(summary: pd.DataFrame, metric: str, mode: str = "max") -> pd.D
 
 def rank_settings(summary: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
     """Every eligible setting, grouped by label, best first by ``SELECTION_RULE`` (a staged sweep
-    carries the first k of each label to its next stage, ``ablate.stages``)."""
+    carries the first k of each label to its next stage, ``ablate.sweep.staged``)."""
     col = f"{metric}_mean"
     if summary.empty or col not in summary.columns:
         return summary.iloc[0:0]
@@ -348,7 +348,7 @@ REPORT_METRICS = [
     "length_logp_spearman", "reward_likelihood_agreement", "reward_margin", "chosen_avg_logp",
     "rejected_avg_logp", "oracle_reward", "train_loss",
 ]  # fmt: skip
-# Costs compared with DPO. Peak growth (the trial's own memory over its start, ablate.memory) is the
+# Costs compared with DPO. Peak growth (the trial's own memory over its start, ablate.trial.memory_probe) is the
 # memory measure that compares methods; peak memory is the whole process's (docs/reports.md).
 COST_METRICS = ["runtime_s", "peak_memory_mb", "peak_memory_growth_mb"]
 

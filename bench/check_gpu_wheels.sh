@@ -64,7 +64,7 @@ t=$SECONDS
 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
 echo "   installed $(ls "$WHEELS"/*.whl | wc -l) wheels ($(du -sh "$WHEELS" | cut -f1)) in $((SECONDS - t)) s"
 PYTHONPATH=$SITE:$PWD $PY -c "import ray, ray.tune, ray.train.torch, deepspeed, optuna, pydantic, datasets
-import ablate.tune, ablate.backends.deepspeed, analysis.report
+import ablate.sweep.tune, ablate.trial.backends.deepspeed, analysis.report
 print('   imports from the target folder: ray', ray.__version__, 'deepspeed', deepspeed.__version__)"
 
 echo "== 3. the same wheels into the venv, resolved with dependencies, from the folder alone"

@@ -1,4 +1,4 @@
-"""Benchmark 8: ablate's batched generation (``ablate.evaluate.generate``: length-sorted, left-padded
+"""Benchmark 8: ablate's batched generation (``ablate.trial.evaluate.generate``: length-sorted, left-padded
 batches with the KV cache; what the on-policy build and evaluation run) against one prompt at a time
 through ``model.generate``, on the same model (the built-in SFT start point of ``sweeps/on_policy.yaml``),
 the same prompts and the same sampling settings (temperature 0.8, top_p 0.95, 32 new tokens), in one
@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def setup(quick: bool):
-    from ablate import onpolicy, startpoint
     from ablate import spec as spec_mod
+    from ablate.onpolicy import build as onpolicy
+    from ablate.trial import startpoint
 
     sweep = yaml.safe_load((REPO / "sweeps" / "on_policy.yaml").read_text())
     if quick:
@@ -52,7 +53,7 @@ def one_at_a_time(sampler, ids: list[list[int]], new_tokens: int, g) -> int:
 
 
 def measure(sampler, prompts: list, reps: int) -> dict:
-    from ablate.evaluate import generate
+    from ablate.trial.evaluate import generate
 
     job = sampler.job
     g, new_tokens = job.cfg.generation, job.new_tokens
@@ -74,7 +75,7 @@ def measure(sampler, prompts: list, reps: int) -> dict:
         rates["one at a time"].append(made / wall)
         rates["one at a time cpu"].append(made / cpu)
     t = now()
-    from ablate.generations import prompt_text
+    from ablate.judging.generations import prompt_text
 
     sampler.judge.score([prompt_text(p) for p in prompts], texts)
     judge_s_per_answer = since(t)[0] / len(prompts)

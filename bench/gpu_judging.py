@@ -24,10 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    from ablate import judges, models, startpoint
+    from ablate import models
     from ablate import spec as spec_mod
+    from ablate.judging import judges
     from ablate.spec.evaluation import JudgeSpec
-    from ablate.trial import run_trial
+    from ablate.trial import startpoint
+    from ablate.trial.runner import run_trial
     from tests.test_judges import save_tiny_reward_model
 
     p = argparse.ArgumentParser()

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from ablate import records
+from ablate.data import sources as datasource
 from bench import gpu_scale
 
 SWEEP = "gpu-simpo-dpo"
@@ -69,13 +70,13 @@ def flop_terms(sweep: dict) -> dict[str, Any]:
     embedding (a table lookup). Attention's score and value products add 12·L·d·c per token for a
     forward and backward pass (4·L·d·c forward), c being the number of positions a token attends to
     (itself included); ``context_*`` are c averaged over the tokens a trial computes, for the two
-    layouts: one row per pair (``ablate.shared_prompt``: the prompt once), which trials use, and two
+    layouts: one row per pair (``ablate.data.shared_prompt``: the prompt once), which trials use, and two
     rows (prompt + chosen, prompt + rejected), which models without 4-D masks fall back to."""
     from transformers import AutoConfig
 
-    from ablate import data as data_mod
     from ablate import models
     from ablate import spec as spec_mod
+    from ablate.data import tokens as data_mod
 
     path = sweep["model"]["name_or_path"]
     config = AutoConfig.from_pretrained(path)
@@ -86,7 +87,7 @@ def flop_terms(sweep: dict) -> dict[str, Any]:
     per_layer = d * (2 * d + 2 * kv) + 3 * d * ffn + 2 * d  # q, o, k, v; gate, up, down; two norms
     params = layers * per_layer + d + (0 if config.tie_word_embeddings else vocab * d)  # + norm, LM head
     spec = spec_mod.SweepSpec.model_validate(sweep)
-    train, _ = data_mod.load_splits(spec.data.model_dump())
+    train, _ = datasource.load_splits(spec.data.model_dump())
     tokenizer = models.load_tokenizer(path)
     pairs = data_mod.tokenize_pairs(tokenizer, train, spec.data.max_length, spec.data.max_prompt_length)
     shared = two_rows = tokens_shared = tokens_two = 0

@@ -27,7 +27,7 @@ JUDGES = ["builtin:oracle", "builtin:reward-model"]
 
 def trial_configs(quick: bool) -> dict[str, dict]:
     from ablate import spec as spec_mod
-    from ablate import startpoint
+    from ablate.trial import startpoint
 
     sweep = yaml.safe_load((REPO / "sweeps" / "judges.yaml").read_text())
     sweep["methods"] = sweep["methods"][:1]  # SimPO
@@ -45,7 +45,7 @@ def trial_configs(quick: bool) -> dict[str, dict]:
 
 
 def run(quick: bool = False, reps: int = 3) -> dict:
-    from ablate.trial import run_trial
+    from ablate.trial.runner import run_trial
 
     print("Benchmark 4: judging's share of a built-in trial (sweeps/judges.yaml, SimPO)", flush=True)
     t0 = now()

@@ -28,7 +28,7 @@ def forward_flops(config, shapes: list[tuple[int, int, int]], shared_prompt: boo
     """Forward FLOPs of a Llama-style decoder over preference pairs given as (prompt, chosen, rejected)
     token counts, without padding: every linear layer (the LM head on every position) and causal
     attention (scores and values). Usually each pair is two sequences, prompt + chosen and prompt +
-    rejected; with ``shared_prompt`` the prompt is computed once (``ablate.shared_prompt``)."""
+    rejected; with ``shared_prompt`` the prompt is computed once (``ablate.data.shared_prompt``)."""
     h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     kv = config.num_key_value_heads * (h // config.num_attention_heads)
     per_token = layers * (2 * h * h + 2 * h * kv + 3 * h * inter) + h * config.vocab_size

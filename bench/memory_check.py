@@ -1,4 +1,4 @@
-"""The memory plan's estimate (``ablate.memory_plan``) against the measured peak of the same trials on CPU.
+"""The memory plan's estimate (``ablate.sweep.memory_plan``) against the measured peak of the same trials on CPU.
 
 Each trial runs in one process on a start point built for it (a Llama of the given shape with a
 32,000-word vocabulary, random weights, saved with ``save_pretrained``) and a local .jsonl whose
@@ -9,7 +9,7 @@ Measured: the growth of the process's peak resident memory (``VmHWM``, reset whe
 over its resident memory just before the trial, with glibc's allocator returning every block of 64 KiB
 or more to the system when freed (``MALLOC_MMAP_THRESHOLD_``), so that the peak is the trial's and
 not memory an earlier trial left in the allocator. The worker's pristine copy of the start point
-(``ablate.worker_cache``) is loaded before the baseline: it belongs to the worker, not the trial.
+(``ablate.trial.worker_cache``) is loaded before the baseline: it belongs to the worker, not the trial.
 No generation (the estimate leaves out generation's key/value cache, small beside training).
 
     python -m bench.memory_check [--quick]     the table of docs/memory.md
@@ -97,8 +97,8 @@ def sweep(work: Path, size: str, method: str, lora: bool) -> dict:
 
 
 def estimated(sw: dict) -> float:
-    from ablate import memory_plan
     from ablate import spec as spec_mod
+    from ablate.sweep import memory_plan
 
     (entry,) = memory_plan.sweep_memory(spec_mod.SweepSpec.model_validate(sw))
     return entry.estimate.peak
@@ -108,10 +108,12 @@ def measure_all(cases: list[tuple[str, str, bool]], work: Path) -> list[dict]:
     """Run ``cases`` (size, method, lora) one after another in this process (started with ``ENV``)."""
     import torch
 
-    from ablate import models, trial_config, worker_cache
+    from ablate import models
     from ablate import spec as spec_mod
-    from ablate.memory import MemoryProbe
-    from ablate.trial import run_trial
+    from ablate.trial import config as trial_config
+    from ablate.trial import worker_cache
+    from ablate.trial.memory_probe import MemoryProbe
+    from ablate.trial.runner import run_trial
 
     torch.set_num_threads(1)
     out, warmed = [], set()

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from ablate.trial import run_trial
+    from ablate.trial.runner import run_trial
 
     cfg = simpo_vs_dpo.trial_configs(args.quick, str(simpo_vs_dpo.REPO / ".cache" / "bench"), args.scale)[
         args.method

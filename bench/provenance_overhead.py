@@ -33,7 +33,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 COLD = """
 import json, sys, time, torch, transformers  # what a trial process has imported before it records
-from ablate import provenance, trial_config
+from ablate import provenance
+from ablate.trial import config as trial_config
 cfg = trial_config.parse(json.load(open(sys.argv[1])))
 t = time.perf_counter()
 provenance.write(cfg, 1, lambda name, data: open(sys.argv[2], "wb").write(data))
@@ -64,13 +65,14 @@ def cold_record_s(cfg: dict, reps: int = 3) -> float:
 
 
 def run(quick: bool = False) -> dict:
-    from ablate import plan as plan_mod
-    from ablate import provenance, run, startpoint
-    from ablate.trial import run_trial
+    from ablate import provenance
+    from ablate.sweep import launch
+    from ablate.sweep import plan as plan_mod
+    from ablate.trial.runner import run_trial
 
     print("Benchmark 7: provenance's share of a built-in trial (sweeps/gamma.yaml)", flush=True)
     spec = sweep_spec(quick)
-    plan = plan_mod.build(spec).with_start(run.start_points(spec, startpoint))
+    plan = plan_mod.build(spec).with_start(launch.start_points(spec))
     t0 = time.perf_counter()
     plan = provenance.attach(plan, provenance.pin(spec), log=lambda *_: None)
     driver_s = time.perf_counter() - t0

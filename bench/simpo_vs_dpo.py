@@ -3,7 +3,7 @@
 The same trial (the main sweep's settings, ``sweeps/gamma.yaml``: built-in task, 2,000 pairs,
 batch 16, but one epoch, and a wider built-in model, ``MODEL``) under SimPO and under DPO with an online reference model, and,
 for information, DPO with precomputed reference log-probs (ablate's default). Figures are the
-trial's own (``ablate.trial``): ``runtime_s`` (training, reference precomputation included) and
+trial's own (``ablate.trial.runner``): ``runtime_s`` (training, reference precomputation included) and
 ``peak_memory_mb`` (CPU: the process's peak resident memory during the trial; on a GPU, CUDA's
 peak allocation), plus the peak's growth over the process's resident memory before the trial
 (without the ~0.5 GB of Python, torch and transformers every process carries) and the trial's CPU
@@ -80,7 +80,7 @@ def trial_configs(quick: bool, cache_dir: str, scale: str = "tiny", methods: dic
 def _configs(spec, methods: dict | None = None) -> dict[str, dict]:
     """One trial config per method of ``methods``, from its start point (trained once, cached)."""
     from ablate import spec as spec_mod
-    from ablate import startpoint
+    from ablate.trial import startpoint
 
     start = startpoint.prepare_sweep(spec, log=lambda *_: None)
     configs = {}
@@ -93,7 +93,7 @@ def one_process(config_path: str) -> dict:
     """Run one trial in this (fresh) process with its own empty data/reference cache."""
     import psutil
 
-    from ablate.trial import run_trial
+    from ablate.trial.runner import run_trial
 
     cfg = json.loads(Path(config_path).read_text())
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:

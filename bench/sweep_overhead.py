@@ -3,7 +3,7 @@
 A sweep of 8 equal trials (SimPO with the main sweep's settings, seeds 0-7: the same work each)
 runs on a local Ray with 2 slots (1 CPU per trial, 2 trials at a time). Figures:
 
-* wall / ideal, where wall is ``ablate.tune.run`` from call to return (Ray already started; its
+* wall / ideal, where wall is ``ablate.sweep.tune.run`` from call to return (Ray already started; its
   start is shown apart) and ideal = sum of the trials' own run times (``trial_s``, trial function
   entry to exit) / 2 slots: what is left is Ray's scheduling, worker start and imports;
 * start-up per trial: from the moment a worker was free for it (its process's start for a fresh
@@ -69,8 +69,8 @@ def sweep_spec(quick: bool, cache_dir: str, storage: str):
 def run_sweep(spec, start: dict, reuse_actors: bool) -> dict:
     import ray
 
-    from ablate import plan as plan_mod
-    from ablate import tune
+    from ablate.sweep import plan as plan_mod
+    from ablate.sweep import tune
 
     name = f"{spec.name}-{'reuse' if reuse_actors else 'fresh'}"
     plan = plan_mod.build(spec.model_copy(update={"name": name, "reuse_workers": reuse_actors}))
@@ -164,7 +164,7 @@ def run(quick: bool = False, log=print) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Ray workers must import this checkout's ``ablate``.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    from ablate import startpoint
+    from ablate.trial import startpoint
 
     cache_dir = str(REPO / ".cache" / "bench")
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as storage:

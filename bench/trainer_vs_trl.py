@@ -52,12 +52,13 @@ METHODS = {"SimPO": "simpo", "DPO (online ref)": "dpo", "DPO (precomputed ref)":
 
 
 def ablate_side(method: str, rows: list[dict], policy, ref_model, tokenizer, s: dict) -> dict:
-    """The trial's own training path (``ablate.trial``): tokenize, precompute the reference if
-    asked, build the batches and loss of ``ablate.preference``, run ``ablate.train.train``."""
-    from ablate import data as data_mod
-    from ablate import preference, shared_prompt
-    from ablate.evaluate import pair_logps
-    from ablate.train import AdamWStepper, Hooks, TrainSettings, total_steps, train
+    """The trial's own training path (``ablate.trial.runner``): tokenize, precompute the reference if
+    asked, build the batches and loss of ``ablate.trial.preference``, run ``ablate.trial.train.train``."""
+    from ablate.data import shared_prompt
+    from ablate.data import tokens as data_mod
+    from ablate.trial import preference
+    from ablate.trial.logps import pair_logps
+    from ablate.trial.train import AdamWStepper, Hooks, TrainSettings, total_steps, train
 
     t0 = now()
     tokenized = data_mod.tokenize_pairs(tokenizer, rows, s["max_length"], s["max_prompt_length"])
@@ -120,8 +121,8 @@ def one_process(side: str, method: str, n_pairs: int) -> dict:
         import trl  # noqa: F401
         import trl.experimental.cpo  # noqa: F401
     else:
-        import ablate.evaluate  # noqa: F401
-        import ablate.preference  # noqa: F401
+        import ablate.trial.evaluate  # noqa: F401
+        import ablate.trial.preference  # noqa: F401
     tokenizer = pairs.build_tokenizer()
     base = pairs.build_model(tokenizer)
     rows = pairs.make_pairs(n_pairs, seed=s["seed"])
@@ -230,7 +231,7 @@ def run(quick: bool = False, reps: int | None = None, log=print) -> dict:
         + " pairs/s by CPU time; frac = ablate's steady state / bound"
     )
     log(
-        "  ablate computes each prompt once (ablate/shared_prompt.py): "
+        "  ablate computes each prompt once (ablate/data/shared_prompt.py): "
         + ", ".join(f"{k} {v['gflop_done']:.0f} GFLOP" for k, v in table.items())
         + " per epoch, so its steady state does "
         + ", ".join(f"{v['ablate_gflops_cpu']:.0f}" for v in table.values())

@@ -31,7 +31,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from ablate import sequential as S
+from ablate.sweep import sequential as S
 from analysis import compare as C
 from analysis import findings as F
 from analysis import verdicts as V
@@ -143,7 +143,7 @@ def _hours(trials: pd.DataFrame) -> float:
 
 def adaptive(laptop: pd.DataFrame, start: int = 2, metric: str = "oracle_win_rate") -> dict:
     """Adaptive seeds replayed on the sweep's real trials, by the rule the sweep runs
-    (``ablate.sequential``: one more seed per look for the settings of undecided claims, up to all
+    (``ablate.sweep.sequential``: one more seed per look for the settings of undecided claims, up to all
     the sweep has, each look at α / looks, Bonferroni over the looks)."""
     seeds = sorted(laptop["seed"].unique())
     rank = laptop["seed"].map({s: i for i, s in enumerate(seeds)})

@@ -4,7 +4,7 @@
 seeds 0-11: the same work each) run on a fresh local Ray with 2 slots of 1 CPU and
 ``reuse_workers: true``, so each worker process runs ~6 trials one after the other. Twice, side by
 side in one run: with glibc's default malloc arenas in the workers (8 per core: what they had before
-ablate set ``MALLOC_ARENA_MAX``) and with ablate's worker environment (``ablate.memory.WORKER_ENV``).
+ablate set ``MALLOC_ARENA_MAX``) and with ablate's worker environment (``ablate.trial.memory_probe.WORKER_ENV``).
 
 Per cost (wall-clock runtime, CPU time of the same span, the process's peak memory, the trial's own
 peak growth): Spearman's rho between the trials' start order and the cost, and the slope per trial
@@ -39,11 +39,11 @@ CONFIGS = {"glibc default": "default", "ablate (MALLOC_ARENA_MAX=2)": "ablate"}
 def run_sweep(spec, start: dict, arenas: str) -> list[dict]:
     """The sweep's final records, on a fresh local Ray whose workers have ``arenas``: ``default`` sets
     glibc's own limit in the driver's environment (Ray's processes inherit it, and ablate then leaves
-    it alone), ``ablate`` leaves the variable unset so that ``ablate.tune.connect`` sets its own."""
+    it alone), ``ablate`` leaves the variable unset so that ``ablate.sweep.tune.connect`` sets its own."""
     import ray
 
-    from ablate import plan as plan_mod
-    from ablate import tune
+    from ablate.sweep import plan as plan_mod
+    from ablate.sweep import tune
 
     before = os.environ.pop("MALLOC_ARENA_MAX", None)
     if arenas == "default":
@@ -99,7 +99,7 @@ def run(quick: bool = False, trials: int = 12, log=print, table: bool = False, w
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    from ablate import startpoint
+    from ablate.trial import startpoint
     from bench.sweep_overhead import sweep_spec
 
     cache_dir = str(REPO / ".cache" / "bench")

@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from ablate import spec as spec_mod  # noqa: E402
-from ablate import startpoint  # noqa: E402
+from ablate.trial import startpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

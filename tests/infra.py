@@ -3,7 +3,7 @@
 A server is started as a process of its own process group with its output in a log file, and is ready
 when a check passes (a line in its log, an answer on its port). When the *start itself* fails (the
 process exits, or is not ready within a timeout scaled with the machine's load), it is stopped and
-started again, up to ``ablate.raystart.START_ATTEMPTS`` times, with the failed attempt's log printed
+started again, up to ``ablate.sweep.raystart.START_ATTEMPTS`` times, with the failed attempt's log printed
 in the test's output (and a warning in pytest's summary). What a test asserts about the product is
 never retried: only the start of what the test needs.
 """
@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from ablate.raystart import load_scaled_s, retry_start
+from ablate.sweep.raystart import load_scaled_s, retry_start
 
 
 class StartFailed(AssertionError):

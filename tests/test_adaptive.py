@@ -1,4 +1,4 @@
-"""Adaptive seeds (``seeds: {start, max}``): the look rule (ablate.sequential), the sweep file's
+"""Adaptive seeds (``seeds: {start, max}``): the look rule (ablate.sweep.sequential), the sweep file's
 validation and ``--dry-run``; on a real local Ray (slow), a sweep whose undecided claim's arms, and
 only those, get another seed, checked against the verdicts the report's code computes."""
 
@@ -11,8 +11,8 @@ import sys
 import pytest
 import yaml
 
-from ablate import sequential as S
-from ablate.run import main as run_main
+from ablate.sweep import sequential as S
+from ablate.sweep.cli import main as run_main
 from tests.conftest import REPO, SMALL
 from tests.test_faults import cli_env
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ablate.trial import HELDOUT_FILE, run_trial
+from ablate.trial.runner import HELDOUT_FILE, run_trial
 from analysis import stats
 from tests.conftest import make_trial
 

@@ -1,5 +1,5 @@
 """Bad preference data in real .jsonl files: a clear error before any trial starts (fatal cases), or
-a counted skip reported in the trial's metrics, through ablate/data.py, a trial and the CLI."""
+a counted skip reported in the trial's metrics, through ablate/data/tokens.py, a trial and the CLI."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import time
 import pytest
 import yaml
 
-from ablate import data, models, synthetic
-from ablate.trial import run_trial
+from ablate import models
+from ablate.data import synthetic
+from ablate.data import tokens as data
+from ablate.trial.runner import run_trial
 from tests.conftest import REPO, SMALL, make_trial
 
 FIELDS = ["prompt", "chosen", "rejected"]
@@ -147,7 +149,7 @@ def test_cli_refuses_a_non_utf8_file_with_exit_2_before_launching_anything(tmp_p
 
 @pytest.mark.parametrize("case", list(FATAL))
 def test_cli_main_refuses_bad_rows_before_launching_anything(tmp_path, capsys, case):
-    from ablate import run
+    from ablate.sweep import cli as run
 
     line, where, what = FATAL[case]
     path = write_jsonl(tmp_path / "pairs.jsonl", [*good_rows(), line])
@@ -177,7 +179,7 @@ def test_cli_dry_run_summarises_skipped_pairs(tmp_path):
 
 
 def dry_run(sweep: str, capsys) -> tuple[int, str, str]:
-    from ablate import run
+    from ablate.sweep import cli as run
 
     capsys.readouterr()  # only what the CLI prints
     code = run.main([sweep, "--dry-run"])
@@ -187,8 +189,9 @@ def dry_run(sweep: str, capsys) -> tuple[int, str, str]:
 
 def checked_plan(sweep: str):
     """The plan as the CLI launches it: built, its data read and its split recorded in every trial."""
-    from ablate import plan as plan_mod
-    from ablate import run, spec
+    from ablate import spec
+    from ablate.sweep import cli as run
+    from ablate.sweep import plan as plan_mod
 
     return run.check_data(sweep, plan_mod.build(spec.load_sweep(sweep)))
 

@@ -40,7 +40,7 @@ def test_gpu_scale_benchmark_runs_through_the_sweep_file_path(tmp_path):
     import yaml
 
     from ablate import spec as spec_mod
-    from ablate.trial import run_trial
+    from ablate.trial.runner import run_trial
     from bench import gpu_scale, simpo_vs_dpo
 
     sweep = gpu_scale.sweep(tmp_path, True, [simpo_vs_dpo.METHODS["SimPO"]])

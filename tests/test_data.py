@@ -2,8 +2,9 @@ import json
 
 import torch
 
-from ablate import data, models
-from ablate.data import IGNORE_INDEX
+from ablate import models
+from ablate.data import tokens as data
+from ablate.data.tokens import IGNORE_INDEX
 
 
 def tok():
@@ -74,7 +75,7 @@ def test_local_jsonl_file_loads_and_missing_fields_are_named(tmp_path):
 
 
 def test_sequence_logps_match_a_direct_computation():
-    from ablate.train import sequence_logps
+    from ablate.trial.train import sequence_logps
 
     t = tok()
     model = models.build_builtin_model(models.TinyModelConfig(), t, seed=0)

@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from ablate import spec as spec_mod
-from ablate import startpoint
-from ablate.trial import run_trial
+from ablate.trial import startpoint
+from ablate.trial.runner import run_trial
 from tests.conftest import REPO, SMALL
 
 pytestmark = pytest.mark.slow

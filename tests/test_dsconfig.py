@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from ablate import dsconfig
 from ablate import spec as spec_mod
 from ablate.spec import SpecError
+from ablate.trial import dsconfig
 
 BASE = "name: x\nmethods: [{method: simpo}]\n"
 

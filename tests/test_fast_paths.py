@@ -9,14 +9,16 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ablate import data as data_mod
-from ablate import shared_prompt, worker_cache
-from ablate.data import IGNORE_INDEX, TokenizedPair, collate_pairs
-from ablate.evaluate import pair_logps
+from ablate.data import shared_prompt
+from ablate.data import sources as datasource
+from ablate.data import tokens as data_mod
+from ablate.data.tokens import IGNORE_INDEX, TokenizedPair, collate_pairs
 from ablate.models import load_tokenizer
-from ablate.train import adamw, causal_mask, response_head, sequence_logps
-from ablate.trial import run_trial
-from ablate.trial_config import parse as parse_trial
+from ablate.trial import worker_cache
+from ablate.trial.config import parse as parse_trial
+from ablate.trial.logps import pair_logps
+from ablate.trial.runner import run_trial
+from ablate.trial.train import adamw, causal_mask, response_head, sequence_logps
 from tests.conftest import make_trial
 
 
@@ -136,7 +138,7 @@ def test_tokenized_data_is_cached_on_disk_and_reused(small_spec, start, tmp_path
     again = worker_cache.tokenized_splits(parse_trial(cfg), tokenizer)
     assert again.train == first.train and again.held_out == first.held_out
     assert again.held_out_rows == first.held_out_rows
-    train_rows, _ = data_mod.load_splits(cfg["data"])
+    train_rows, _ = datasource.load_splits(cfg["data"])
     d = cfg["data"]
     assert first.train == data_mod.tokenize_pairs(tokenizer, train_rows, d["max_length"], d["max_prompt_length"])
     other = {**cfg, "data": {**cfg["data"], "max_length": cfg["data"]["max_length"] - 8}}

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from ablate import faults
-from ablate.raystart import load_scaled_s
-from ablate.trial import run_trial
+from ablate.sweep.raystart import load_scaled_s
+from ablate.trial.runner import run_trial
 from tests.conftest import REPO, SMALL, make_trial
 
 # 128 pairs / batch 16 = 8 steps an epoch; 2 epochs; a report every 4 steps, a checkpoint every 4.

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ablate.trial import run_trial
+from ablate.trial.runner import run_trial
 from tests.conftest import make_trial
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/on_gpu.sh)")

@@ -1,4 +1,4 @@
-"""Starts that fail are retried, and only those: the product's local Ray start (ablate/raystart.py)
+"""Starts that fail are retried, and only those: the product's local Ray start (ablate/sweep/raystart.py)
 and the test servers' (tests/infra.py), with real functions and real processes."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ablate import raystart
+from ablate.sweep import raystart
 from tests.infra import Service, StartFailed, log_says, start_service
 
 

@@ -1,4 +1,4 @@
-"""Judges (ablate.judges, ablate.judging) end to end on the built-in task, with real torch and real files:
+"""Judges (ablate.judging.judges, ablate.judging.scoring) end to end on the built-in task, with real torch and real files:
 the oracle, the built-in reward model (trained once, cached) and a Hugging Face reward model from a local
 directory saved with ``save_pretrained`` (a tiny LlamaForSequenceClassification whose tokenizer has a chat
 template); bad judge specs stop the CLI with exit code 2 before anything is launched."""
@@ -14,10 +14,13 @@ import yaml
 from tokenizers import processors
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForSequenceClassification
 
-from ablate import judges, judging, models, reward_model, synthetic
-from ablate.run import main as run_main
+from ablate import models
+from ablate.data import synthetic
+from ablate.judging import judges, reward_model
+from ablate.judging import scoring as judging
 from ablate.spec.evaluation import JudgeSpec
-from ablate.trial import run_trial
+from ablate.sweep.cli import main as run_main
+from ablate.trial.runner import run_trial
 from tests.conftest import SMALL, make_trial
 
 CHAT_TEMPLATE = "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
@@ -185,7 +188,7 @@ def test_prompts_from_a_file_sampled_and_judged(small_spec, start, tmp_path):
 
 
 def test_collapse_diagnostics_by_hand():
-    from ablate.generations import collapse_metrics
+    from ablate.judging.generations import collapse_metrics
 
     texts = ["a b c d a b c d", "a b", "x y z"]  # the first repeats a 4-gram; 7 + 1 + 2 bigrams, 6 distinct
     m = collapse_metrics(texts, [8, 2, 5], max_new_tokens=5)

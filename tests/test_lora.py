@@ -1,4 +1,4 @@
-"""LoRA policies (ablate.lora) end to end without Ray: real peft adapters on the small task's start point,
+"""LoRA policies (ablate.trial.lora) end to end without Ray: real peft adapters on the small task's start point,
 real training. What trains, what the reference is, what is saved, and the sweep file's lora fields."""
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ import pytest
 import torch
 import yaml
 
-from ablate import checkpoint as ckpt_mod
-from ablate import evaluate, lora, models, reference, trial_config, worker_cache
+from ablate import models
 from ablate import spec as spec_mod
-from ablate.backends.single import SingleProcess
 from ablate.spec import SpecError
-from ablate.trial import run_trial
+from ablate.trial import checkpoint as ckpt_mod
+from ablate.trial import config as trial_config
+from ablate.trial import logps, lora, reference, worker_cache
+from ablate.trial.backends.single import SingleProcess
+from ablate.trial.runner import run_trial
 from tests.conftest import SMALL, make_trial
 
 LORA = {"r": 8, "alpha": 16.0, "dropout": 0.0, "target_modules": "all-linear"}
@@ -68,8 +70,8 @@ def test_disabled_adapter_is_the_start_point(small_spec, start, method):
     ref = reference.prepare(cfg, SingleProcess(cfg), [], 0)
     assert ref.model is None and ref.adapter_off  # no second model
     off = ref.held_out(pairs, policy)
-    frozen = evaluate.pair_logps(start_point(online), pairs, 64, 0, "cpu")
-    on = evaluate.pair_logps(policy, pairs, 64, 0, "cpu")
+    frozen = logps.pair_logps(start_point(online), pairs, 64, 0, "cpu")
+    on = logps.pair_logps(policy, pairs, 64, 0, "cpu")
     assert torch.allclose(off.chosen, frozen.chosen, atol=1e-4) and torch.allclose(off.rejected, frozen.rejected, atol=1e-4)
     assert (on.chosen - frozen.chosen).abs().max() > 1e-2  # the trained adapter does change the policy
     assert all(p.requires_grad for p in lora.adapter_parameters(policy))  # switched back on
@@ -181,7 +183,7 @@ def test_small_lora_settings_are_valid():
 
 def test_ready_lora_sweep(capsys):
     """sweeps/lora.yaml: SimPO and DPO, each full and as LoRA adapters of two ranks, two seeds."""
-    from ablate.run import main as run_main
+    from ablate.sweep.cli import main as run_main
     from tests.conftest import REPO
 
     path = REPO / "sweeps" / "lora.yaml"

@@ -1,4 +1,4 @@
-"""The memory plan (ablate.memory_plan): parameter counts against real models, the estimate against
+"""The memory plan (ablate.sweep.memory_plan): parameter counts against real models, the estimate against
 measured peaks on CPU, the dry run's plan, and a sweep whose trial cannot fit refused at launch."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ import pytest
 import torch
 import yaml
 
-from ablate import lora, memory_plan, models
-from ablate.memory_plan import GB, ModelShape
-from ablate.run import main as run_main
+from ablate import models
 from ablate.spec.schema import LoraConfig
+from ablate.sweep import memory_plan
+from ablate.sweep.cli import main as run_main
+from ablate.sweep.memory_plan import GB, ModelShape
+from ablate.trial import lora
 from bench import memory_check
 from tests.conftest import REPO
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablate.raystart import load_scaled_s
+from ablate.sweep.raystart import load_scaled_s
 from analysis.load import load_trials
 from tests.conftest import REPO, SMALL
 from tests.infra import Service, StartFailed, free_port, log_says, start_service

@@ -1,4 +1,4 @@
-"""On-policy preference data (ablate.onpolicy): one small real build on the session's SFT start point (real
+"""On-policy preference data (ablate.onpolicy.build): one small real build on the session's SFT start point (real
 torch generation, the task's oracle as judge, real shard files), its pairs checked against their own
 prompts, a build killed by SIGKILL after its second shard resumed to the same bytes, the pick rules on
 crafted samples, the cache key, the data arms' labels and the sweep file's checks (exit 2)."""
@@ -14,11 +14,13 @@ import pytest
 import torch
 import yaml
 
-from ablate import data as data_mod
-from ablate import onpolicy, onpolicy_pick, synthetic
 from ablate import spec as spec_mod
-from ablate.run import main as run_main
+from ablate.data import sources as datasource
+from ablate.data import synthetic
+from ablate.onpolicy import build as onpolicy
+from ablate.onpolicy import pick as onpolicy_pick
 from ablate.spec.onpolicy import OnPolicyConfig
+from ablate.sweep.cli import main as run_main
 from tests.conftest import REPO, SMALL
 
 ON_POLICY = {"judge": "builtin:oracle", "samples": 3, "num_prompts": 24, "shard_size": 8, "batch_size": 16,
@@ -90,7 +92,7 @@ def test_samples_of_a_prompt_use_different_seeds(built):
 def test_killed_build_resumes_to_the_same_bytes(built, small_spec, start, tmp_path):
     trial, _, path, _, _ = built
     again = {**trial, "cache_dir": str(tmp_path)}
-    code = ("import json, sys; from ablate import onpolicy; "
+    code = ("import json, sys; from ablate.onpolicy import build as onpolicy; "
             "onpolicy.build(onpolicy.Job.of_trial(json.loads(sys.argv[1])), log=lambda *_: None)")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "ABLATE_FAULT": "stage=on_policy,index=0,step=2,kind=kill"}
     killed = subprocess.run([sys.executable, "-c", code, json.dumps(again)], env=env, cwd=REPO, capture_output=True)
@@ -107,8 +109,8 @@ def test_killed_build_resumes_to_the_same_bytes(built, small_spec, start, tmp_pa
 def test_trials_of_the_on_policy_arm_train_on_the_built_pairs(built):
     trial, _, path, summary, _ = built
     data = {**trial["data"], "on_policy": {**trial["data"]["on_policy"], "built": str(path)}}
-    train, held_out = data_mod.load_splits(data)
-    own_train, own_held_out = data_mod.load_splits({k: v for k, v in trial["data"].items() if k != "on_policy"})
+    train, held_out = datasource.load_splits(data)
+    own_train, own_held_out = datasource.load_splits({k: v for k, v in trial["data"].items() if k != "on_policy"})
     assert len(train) == summary["kept"] and held_out == own_held_out and train != own_train
     assert {"chosen_longer_rate", "chosen_mean_tokens"} <= set(summary["length"])
     assert sum(summary["dropped"].values()) + summary["kept"] == summary["prompts"] == 24
@@ -234,7 +236,7 @@ def test_on_policy_needs_a_grid_sweep(tmp_path, capsys):
 
 
 def test_attach_builds_once_and_points_the_on_policy_arm_at_the_pairs(built, small_spec, start):
-    from ablate import plan as plan_mod
+    from ablate.sweep import plan as plan_mod
 
     trial, _, path, summary, _ = built
     section = OnPolicyConfig.model_validate({**ON_POLICY, "variants": ["off_policy", "on_policy"]})

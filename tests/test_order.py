@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import textwrap
 
-from ablate import order as order_mod
-from ablate import plan as plan_mod
-from ablate import run
 from ablate import spec as spec_mod
+from ablate.sweep import cli as run
+from ablate.sweep import order as order_mod
+from ablate.sweep import plan as plan_mod
 from tests.conftest import REPO
 
 SWEEP = """

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ablate import spec as spec_mod
-from ablate.run import main as run_main
+from ablate.sweep.cli import main as run_main
 from tests.conftest import REPO
 
 # Released SimPO settings (repository README): model, data, beta, gamma/beta, learning rate.

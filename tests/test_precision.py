@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from ablate import models, preference
-from ablate.train import AdamWStepper, TrainSettings, train
-from ablate.trial import run_trial
+from ablate import models
+from ablate.trial import preference
+from ablate.trial.runner import run_trial
+from ablate.trial.train import AdamWStepper, TrainSettings, train
 from tests.conftest import make_trial
 from tests.test_fast_paths import random_pairs, tiny_llama
 

@@ -9,8 +9,9 @@ import re
 
 from rich.console import Console
 
-from ablate import progress, startpoint, worker_cache
-from ablate.trial import run_trial
+from ablate import progress
+from ablate.trial import startpoint, worker_cache
+from ablate.trial.runner import run_trial
 from tests.conftest import make_trial
 
 LINE = re.compile(

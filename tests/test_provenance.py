@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablate import plan as plan_mod
-from ablate import provenance, run, startpoint, synthetic
-from ablate.trial import run_trial
-from ablate.trial_config import TrialConfig
+from ablate import provenance
+from ablate.data import synthetic
+from ablate.sweep import cli as run
+from ablate.sweep import launch
+from ablate.sweep import plan as plan_mod
+from ablate.trial.config import TrialConfig
+from ablate.trial.runner import run_trial
 from analysis import diff
 from analysis import report as report_mod
 from analysis.load import load_trials
@@ -61,7 +64,7 @@ def test_hub_model_is_pinned_once_and_trials_train_from_its_snapshot_offline(
     pins = provenance.pin(spec)
     assert [(p.kind, p.name, p.revision, p.path) for p in pins] == [("model", "org/tiny", SHA, str(snapshot))]
 
-    plan = plan_mod.build(spec).with_start(run.start_points(spec, startpoint))
+    plan = plan_mod.build(spec).with_start(launch.start_points(spec))
     assert plan.trials[0]["start"]["path"] == "org/tiny"  # a real model is used as named ...
     plan = provenance.attach(plan, pins, log=lambda *_: None)
     cfg = plan.trials[0]

@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from ablate.judge import main as judge_main
+from ablate.sweep.rejudge import main as judge_main
 from analysis.report import main as report_main
 from tests.conftest import REPO, SMALL
 from tests.test_judges import save_tiny_reward_model

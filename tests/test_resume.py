@@ -18,7 +18,7 @@ import psutil
 import pytest
 import yaml
 
-from ablate.raystart import load_scaled_s
+from ablate.sweep.raystart import load_scaled_s
 from analysis.load import load_trials
 from tests.conftest import REPO, SMALL
 
@@ -146,7 +146,7 @@ def test_sigkill_of_the_driver_then_resume(tmp_path, cache_dir, start):
         assert (sweep_dir / name / "result.json").read_bytes() == content, name
 
     # The Optuna study came back from the sweep's storage and holds every SimPO draw, none left running.
-    from ablate.tune import SweepSearcher
+    from ablate.sweep.tune import SweepSearcher
 
     state = sorted(glob.glob(str(sweep_dir / "searcher-state-*.pkl")))[-1]
     searcher = SweepSearcher.__new__(SweepSearcher)

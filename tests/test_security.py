@@ -14,7 +14,8 @@ import pytest
 import torch
 import yaml
 
-from ablate import models, run
+from ablate import models
+from ablate.sweep import cli as run
 from tests.conftest import REPO, SMALL
 
 CUSTOM_CODE = """
@@ -161,6 +162,6 @@ def test_no_source_file_loads_code_from_data():
     found = [hit for p in files for hit in unsafe_calls(p.read_text(), str(p.relative_to(REPO)))]
     # The one unpickler: SweepSearcher.restore reads the searcher state that ablate itself wrote into the
     # sweep's storage (Ray's Tuner.restore unpickles its own tuner.pkl from the same folder).
-    allowed = [hit for hit in found if hit.startswith("ablate/tune.py:") and hit.endswith("pickle.load")]
+    allowed = [hit for hit in found if hit.startswith("ablate/sweep/tune.py:") and hit.endswith("pickle.load")]
     assert len(allowed) <= 1
     assert [hit for hit in found if hit not in allowed] == []

@@ -139,7 +139,7 @@ def test_bad_task_grid_is_refused(tmp_path, task_grid, needle):
 
 
 def test_label_knobs_share_one_sft_start_point(small_spec, tmp_path):
-    from ablate import startpoint
+    from ablate.trial import startpoint
 
     s = small_spec
     dirs = set()

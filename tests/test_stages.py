@@ -20,11 +20,11 @@ import psutil
 import pytest
 import yaml
 
-from ablate import selection
 from ablate import spec as spec_mod
-from ablate.raystart import load_scaled_s
-from ablate.run import main as run_main
 from ablate.spec import stages as stage_spec
+from ablate.sweep import selection
+from ablate.sweep.cli import main as run_main
+from ablate.sweep.raystart import load_scaled_s
 from analysis.report import main as report_main
 from tests.analysis_data import trial_config, write_trial
 from tests.conftest import REPO, SMALL

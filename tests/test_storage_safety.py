@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from ablate import lease, sweepdir
-from ablate.run import main as run_main
+from ablate.sweep import lease, sweepdir
+from ablate.sweep.cli import main as run_main
 from analysis.load import duplicates_note, load_trials
 from tests.analysis_data import metrics, trial_config, write_experiment_state, write_trial
 from tests.conftest import REPO
@@ -113,7 +113,7 @@ def test_delete_known_removes_only_ablates_files(tmp_path, uri):
 
 def other_driver(tmp_path) -> subprocess.Popen:
     """A live process (not this one) that holds a sweep's lease."""
-    code = ("import sys, time; from ablate import lease; h = lease.acquire(sys.argv[1], 'other', 'x'); "
+    code = ("import sys, time; from ablate.sweep import lease; h = lease.acquire(sys.argv[1], 'other', 'x'); "
             "assert not isinstance(h, str), h; print('held', flush=True); time.sleep(60)")  # fmt: skip
     p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "s")], cwd=REPO, stdout=subprocess.PIPE,
                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
@@ -167,7 +167,7 @@ def test_the_report_counts_a_setting_and_seed_once(tmp_path):
 
 
 def test_liblinears_label_warning_does_not_reach_the_console(capfd):
-    from ablate.winrate import fit_soft_logistic
+    from ablate.judging.winrate import fit_soft_logistic
 
     x = np.random.default_rng(0).normal(size=(20, 3))
     fit_soft_logistic(x, np.zeros(20))  # a policy that lost every judgment: some folds lack label 1

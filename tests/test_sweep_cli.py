@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-from ablate import plan as plan_mod
-from ablate import run
 from ablate import spec as spec_mod
-from ablate.trial import run_trial
+from ablate.sweep import cli as run
+from ablate.sweep import plan as plan_mod
+from ablate.trial.runner import run_trial
 from tests.conftest import REPO, SMALL, make_trial
 
 SEARCHED = """
@@ -177,7 +177,7 @@ def test_repository_sweeps_dry_run():
 
 def test_searcher_suggests_whole_trial_configs_and_survives_save_restore(tmp_path):
     from ablate.records import TRIAL_KEY
-    from ablate.tune import SweepSearcher
+    from ablate.sweep.tune import SweepSearcher
 
     spec = spec_mod.load_sweep(write(tmp_path, SEARCHED))
     searcher = SweepSearcher(replace(plan_mod.build(spec), trial_extra={"start": {"path": "x", "baseline": None}}))
@@ -213,7 +213,7 @@ def test_searcher_suggests_whole_trial_configs_and_survives_save_restore(tmp_pat
 
 def test_random_search_draws_choices_and_inclusive_integers_reproducibly(tmp_path):
     from ablate.records import TRIAL_KEY
-    from ablate.tune import SweepSearcher
+    from ablate.sweep.tune import SweepSearcher
 
     body = """
     name: r

@@ -1,5 +1,5 @@
-from ablate import synthetic
-from ablate.synthetic import TaskConfig, oracle_reward
+from ablate.data import synthetic
+from ablate.data.synthetic import TaskConfig, oracle_reward
 
 
 def test_oracle_rewards_coverage_and_charges_junk():
@@ -29,7 +29,7 @@ def test_length_bias_makes_chosen_longer_and_less_oracle_aligned():
 
 
 def test_sft_demonstrations_do_not_depend_on_label_knobs():
-    from ablate.startpoint import SFT_TASK_FIELDS
+    from ablate.trial.startpoint import SFT_TASK_FIELDS
 
     base = synthetic.build_task(TaskConfig(n_sft=50, n_train=20, n_eval=10))
     for change in ({"length_bias": 3.0}, {"temperature": 1.0}, {"n_train": 40}, {"n_eval": 30}):

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from ablate import tracking
-from ablate.raystart import load_scaled_s
+from ablate.sweep.raystart import load_scaled_s
 from tests.conftest import REPO, SMALL
 from tests.infra import Service, free_port, start_service
 from tests.test_faults import cli_env, trial_dirs
@@ -278,7 +278,7 @@ def sweep_with(tmp_path: Path, tracking_section: dict) -> Path:
 
 
 def test_an_unreachable_tracking_uri_exits_2_before_anything_starts(tmp_path, capsys):
-    from ablate import run
+    from ablate.sweep import cli as run
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     sweep = sweep_with(tmp_path, {"mlflow": {"tracking_uri": url}})
@@ -292,7 +292,7 @@ def test_an_unreachable_tracking_uri_exits_2_before_anything_starts(tmp_path, ca
 
 
 def test_wandb_online_without_a_key_exits_2(tmp_path, capsys, monkeypatch):
-    from ablate import run
+    from ablate.sweep import cli as run
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
@@ -317,7 +317,7 @@ def test_wandb_online_without_a_key_exits_2(tmp_path, capsys, monkeypatch):
     ],
 )
 def test_the_tracking_section_is_validated_like_the_rest(tmp_path, capsys, section, message):
-    from ablate import run
+    from ablate.sweep import cli as run
 
     sweep = sweep_with(tmp_path, section)
     assert run.main([str(sweep), "--dry-run"]) == run.EXIT_BAD_INPUT
@@ -326,7 +326,7 @@ def test_the_tracking_section_is_validated_like_the_rest(tmp_path, capsys, secti
 
 
 def test_schema_and_dry_run_show_the_trackers(tmp_path, capsys):
-    from ablate import run
+    from ablate.sweep import cli as run
 
     assert run.main(["--schema"]) == 0
     schema = json.loads(capsys.readouterr().out)

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from ablate import trial as trial_mod
-from ablate.trial import run_trial
+from ablate.trial import runner as trial_mod
+from ablate.trial.runner import run_trial
 from tests.conftest import make_trial
 
 FINAL_METRICS = [
@@ -94,7 +94,7 @@ def test_spearman_matches_scipy_with_ties_and_is_nan_for_a_constant():
     import numpy as np
     from scipy import stats
 
-    from ablate.evaluate import spearman
+    from ablate.trial.evaluate import spearman
 
     rng = np.random.default_rng(0)
     logps, lengths = rng.normal(size=300), rng.integers(1, 12, 300)  # lengths: many ties

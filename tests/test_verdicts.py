@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from ablate import spec as spec_mod
-from ablate.evaluate import spearman
 from ablate.spec import SpecError
+from ablate.trial.evaluate import spearman
 from analysis import compare as C
 from analysis import examples
 from analysis import verdicts as V

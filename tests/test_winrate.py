@@ -1,4 +1,4 @@
-"""Win rates and AlpacaEval 2's length-controlled win rate (ablate.winrate): hand-checked small cases, and
+"""Win rates and AlpacaEval 2's length-controlled win rate (ablate.judging.winrate): hand-checked small cases, and
 the same judgments through alpaca_eval's own fitting code (its `glm_winrate` module), to 1e-3.
 
 alpaca_eval reads a file from the hub for the instruction difficulties (and, in its default variant, the
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ablate import winrate
+from ablate.judging import winrate
 
 
 def test_preferences_count_ties_half():

@@ -9,13 +9,16 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ablate import data as data_mod
-from ablate import datasource, dsconfig, judges, losses, metrics
+from ablate import losses, metrics
+from ablate.data import sources as datasource
+from ablate.judging import judges
 from ablate.models import is_builtin, model_exists
+from ablate.spec.claims import split_arm
 from ablate.spec.errors import SpecError, format_validation
 from ablate.spec.expand import grid_points, lora_values, search_plan
 from ablate.spec.onpolicy_checks import check_on_policy
 from ablate.spec.schema import DataConfig, LoraConfig, MethodEntry, Space, SweepSpec, TrainingConfig
+from ablate.trial import dsconfig
 
 
 def check_semantics(path: Path, spec: SweepSpec) -> SweepSpec:
@@ -38,10 +41,10 @@ def check_semantics(path: Path, spec: SweepSpec) -> SweepSpec:
                     format_validation(path, e, ("methods", i, "training"), keys_at=("training",))
                 ) from None
         if not spec.stages:  # a staged sweep's spaces are checked per stage (ablate.spec.stages)
-            _check_spaces(path, spec, i, entry)
+            check_spaces(path, spec, i, entry)
         _check_lora(path, spec, i, entry)
     if not spec.stages:
-        _check_search(path, spec)
+        check_search(path, spec)
     _check_judges(path, spec)
     check_on_policy(path, spec)
     _check_metrics(path, spec)
@@ -55,7 +58,7 @@ def check_semantics(path: Path, spec: SweepSpec) -> SweepSpec:
     return spec
 
 
-def _check_spaces(path: Path, spec: SweepSpec, i: int, entry: MethodEntry) -> None:
+def check_spaces(path: Path, spec: SweepSpec, i: int, entry: MethodEntry) -> None:
     for section in ("hparams", "training"):
         for key, value in getattr(entry, section).items():
             if not isinstance(value, Space):
@@ -113,7 +116,7 @@ def _check_lora(path: Path, spec: SweepSpec, i: int, entry: MethodEntry) -> None
             raise SpecError(f"{where}: the rank is a whole number; write `randint: [low, high]` or `choice: [...]`.")
 
 
-def _check_search(path: Path, spec: SweepSpec) -> None:
+def check_search(path: Path, spec: SweepSpec) -> None:
     if spec.data.task_grid and spec.search != "grid":
         raise SpecError(
             f"{path}: data.task_grid: sweeping task knobs needs `search: grid`; run one {spec.search} sweep per "
@@ -164,7 +167,7 @@ def _check_judges(path: Path, spec: SweepSpec) -> None:
                 "sequence-classification reward model's hub id or directory)."
             )
     source = Path(ev.prompts).expanduser()
-    if ev.prompts == "held_out" or "://" in ev.prompts or source.suffix not in data_mod.LOCAL_FORMATS:
+    if ev.prompts == "held_out" or "://" in ev.prompts or source.suffix not in datasource.LOCAL_FORMATS:
         return  # the held-out prompts, or a hub data set / hf:// file (not looked up offline)
     if not source.is_file():
         raise SpecError(
@@ -172,8 +175,8 @@ def _check_judges(path: Path, spec: SweepSpec) -> None:
             "file with an instruction field, a hub data set id, or held_out."
         )
     try:
-        columns = data_mod.file_columns(source)
-    except data_mod.DataError as e:
+        columns = datasource.file_columns(source)
+    except datasource.DataError as e:
         raise SpecError(f"{path}: evaluation.prompts: {e}.") from None
     if ev.prompt_field not in columns:
         raise SpecError(
@@ -188,7 +191,7 @@ def judged_metrics(spec: SweepSpec) -> tuple[str, ...]:
     return tuple(metrics.judge_metric(m, j) for j in ids for m in metrics.PER_JUDGE)
 
 
-def _metric_problem(spec: SweepSpec, metric: str, during_training: bool) -> str | None:
+def metric_problem(spec: SweepSpec, metric: str, during_training: bool) -> str | None:
     """Why no trial of this sweep reports ``metric`` (at the time it is needed), or None."""
     judged = judged_metrics(spec)
     if metrics.split_judge_metric(metric):
@@ -243,12 +246,12 @@ def scheduler_metric(spec: SweepSpec) -> tuple[str, str]:
 
 
 def _check_metrics(path: Path, spec: SweepSpec) -> None:
-    problem = _metric_problem(spec, spec.metric, during_training=False)
+    problem = metric_problem(spec, spec.metric, during_training=False)
     if problem:
         raise SpecError(f"{path}: metric: {problem}. Write one of the metrics a trial reports.")
     if spec.scheduler.type != "none":
         metric, _ = scheduler_metric(spec)
-        problem = _metric_problem(spec, metric, during_training=True)
+        problem = metric_problem(spec, metric, during_training=True)
         if problem:
             field = "scheduler.metric" if spec.scheduler.metric else "scheduler.metric (default: `metric`)"
             raise SpecError(f"{path}: {field}: {problem}.")
@@ -278,10 +281,10 @@ def _check_local_source(path: Path, field: str, source: str, data: DataConfig) -
         )
     try:
         if kind == "file":
-            columns = data_mod.file_columns(Path(source).expanduser())
+            columns = datasource.file_columns(Path(source).expanduser())
         else:  # a save_to_disk directory: the columns of the splits the trials read
             columns = _saved_columns(path, field, source, kind, data)
-    except data_mod.DataError as e:
+    except datasource.DataError as e:
         raise SpecError(f"{path}: {field}: {e}.") from None
     missing = [f for f in data.fields if f not in columns]
     if missing:
@@ -344,3 +347,25 @@ def check_deepspeed(path: Path, spec: SweepSpec) -> SweepSpec:
                 raise SpecError(f"{path}: deepspeed.config ({file}, for methods.{i}): {e}.") from None
     section = spec.deepspeed.model_copy(update={"config": str(file.resolve())})
     return spec.model_copy(update={"deepspeed": section})
+
+
+def check_claims(path: Path, spec: SweepSpec) -> None:
+    """Every claim's arms and metric against the sweep (``ablate.spec.claims``); SpecError naming the claim."""
+    labels: dict[str, set[str]] = {}
+    for entry in spec.methods:
+        labels.setdefault(entry.label, set()).update(entry.hparams)
+    for i, claim in enumerate(spec.claims):
+        where = f"{path}: claims.{i}"
+        for arm in claim.arms:
+            label, picks = split_arm(arm)
+            if label not in labels:
+                raise SpecError(f"{where}: {arm!r}: no method labelled {label!r} in this sweep (its labels: "
+                                f"{', '.join(sorted(labels))}). Name an arm by its method's label, optionally "
+                                "followed by hyperparameters, e.g. 'SimPO gamma=0'.")  # fmt: skip
+            unknown = sorted(set(picks) - labels[label])
+            if unknown:
+                raise SpecError(f"{where}: {arm!r}: {label} sets no hyperparameter {', '.join(unknown)} (it sets: "
+                                f"{', '.join(sorted(labels[label])) or 'none'}). Pick settings by those.")  # fmt: skip
+        problem = metric_problem(spec, claim.metric, during_training=False)
+        if problem:
+            raise SpecError(f"{where}.metric: {problem}. A claim compares a metric the trials report.")

@@ -10,8 +10,6 @@ e.g. ``SimPO gamma=0``), the metric is one the trials report, a margin is not ne
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import ConfigDict, Field, model_validator
 
 from ablate.spec.base import Strict
@@ -53,28 +51,3 @@ def split_arm(name: str) -> tuple[str, dict[str, str]]:
             key, _, value = part.partition("=")
             picks[key.strip()] = value.strip()
     return " ".join(words), picks
-
-
-def check(path: Path, spec) -> None:
-    """Every claim's arms and metric against the sweep (module doc); SpecError naming the claim."""
-    from ablate.spec.checks import _metric_problem
-    from ablate.spec.errors import SpecError
-
-    labels: dict[str, set[str]] = {}
-    for entry in spec.methods:
-        labels.setdefault(entry.label, set()).update(entry.hparams)
-    for i, claim in enumerate(spec.claims):
-        where = f"{path}: claims.{i}"
-        for arm in claim.arms:
-            label, picks = split_arm(arm)
-            if label not in labels:
-                raise SpecError(f"{where}: {arm!r}: no method labelled {label!r} in this sweep (its labels: "
-                                f"{', '.join(sorted(labels))}). Name an arm by its method's label, optionally "
-                                "followed by hyperparameters, e.g. 'SimPO gamma=0'.")  # fmt: skip
-            unknown = sorted(set(picks) - labels[label])
-            if unknown:
-                raise SpecError(f"{where}: {arm!r}: {label} sets no hyperparameter {', '.join(unknown)} (it sets: "
-                                f"{', '.join(sorted(labels[label])) or 'none'}). Pick settings by those.")  # fmt: skip
-        problem = _metric_problem(spec, claim.metric, during_training=False)
-        if problem:
-            raise SpecError(f"{where}.metric: {problem}. A claim compares a metric the trials report.")

@@ -1,7 +1,7 @@
 """Expansion of a sweep spec into trial configs: method entries x grid points x task points x seeds,
 and the search plan of random / optuna sweeps (whose trials are drawn while the sweep runs).
 
-A trial config is the plain dict Ray Tune stores as the trial's ``params.json``; ``ablate.trial_config``
+A trial config is the plain dict Ray Tune stores as the trial's ``params.json``; ``ablate.trial.config``
 parses it into a typed, frozen ``TrialConfig``."""
 
 from __future__ import annotations

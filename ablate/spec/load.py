@@ -7,8 +7,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from ablate.spec import claims, stages
-from ablate.spec.checks import check_semantics
+from ablate.spec import stages
+from ablate.spec.checks import check_claims, check_semantics
 from ablate.spec.errors import SpecError, format_validation
 from ablate.spec.schema import SweepSpec
 
@@ -67,7 +67,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     except ValidationError as e:
         raise SpecError(format_validation(path, e)) from None
     spec = check_semantics(path, spec)
-    claims.check(path, spec)
+    check_claims(path, spec)
     return stages.check(path, spec) if spec.stages else spec
 
 

@@ -1,5 +1,5 @@
 """The sweep file's ``model`` section: the policy to start from, and the LoRA adapter trained instead of
-the whole policy (``ablate.lora``)."""
+the whole policy (``ablate.trial.lora``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The sweep file's ``data.on_policy`` section: on-policy preference pairs built once per sweep from the
 start point's own answers (SimPO v0.2's recipe: sample each prompt several times, judge every answer,
-keep the best as chosen and the worst as rejected; ``ablate.onpolicy`` builds them)."""
+keep the best as chosen and the worst as rejected; ``ablate.onpolicy.build`` builds them)."""
 
 from __future__ import annotations
 

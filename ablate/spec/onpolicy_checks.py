@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ablate import data as data_mod
-from ablate import judges
+from ablate.data import sources as datasource
+from ablate.judging import judges
 from ablate.spec.errors import SpecError
 from ablate.spec.evaluation import EvalConfig
 from ablate.spec.schema import SweepSpec
@@ -37,15 +37,15 @@ def check_on_policy(path: Path, spec: SweepSpec) -> None:
     if cfg.prompts == "train" or "://" in cfg.prompts:
         return
     source = Path(cfg.prompts).expanduser()
-    if source.suffix in data_mod.LOCAL_FORMATS and not source.is_file():
+    if source.suffix in datasource.LOCAL_FORMATS and not source.is_file():
         raise SpecError(
             f"{path}: data.on_policy.prompts: {cfg.prompts!r} does not exist. Give an existing .jsonl/.json/.parquet "
             "file with a prompt field, a hub data set id, or train (the training split's prompts)."
         )
     if source.is_file():
         try:
-            columns = data_mod.file_columns(source)
-        except data_mod.DataError as e:
+            columns = datasource.file_columns(source)
+        except datasource.DataError as e:
             raise SpecError(f"{path}: data.on_policy.prompts: {e}.") from None
         if cfg.prompt_field not in columns:
             raise SpecError(

@@ -2,7 +2,7 @@
 
 Knows nothing of Ray and reads no file; ``ablate.spec.load`` reads and validates a sweep file,
 ``ablate.spec.checks`` checks what the schema alone cannot, ``ablate.spec.expand`` turns a spec
-into trial configs. ``ablate.trial_config`` reuses these section models, so every default lives here.
+into trial configs. ``ablate.trial.config`` reuses these section models, so every default lives here.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ablate import losses
+from ablate.data.synthetic import TaskConfig
 from ablate.spec.base import Space, Strict, Value  # noqa: F401 (Space: re-exported)
 from ablate.spec.claims import Claim
 from ablate.spec.evaluation import EvalConfig
@@ -27,7 +28,6 @@ from ablate.spec.resources import (  # noqa: F401
     Resources,
 )
 from ablate.spec.tracking import TrackingConfig
-from ablate.synthetic import TaskConfig
 
 DISPLAY = {
     "simpo": "SimPO", "dpo": "DPO", "ipo": "IPO", "cpo": "CPO", "kto": "KTO", "orpo": "ORPO",
@@ -60,7 +60,7 @@ class DataConfig(Strict):
         "value (grid search), each value overriding `task`.",
     )
     on_policy: OnPolicyConfig | None = Field(
-        None, description="Train on pairs built from the start point's own judged answers (ablate.onpolicy)."
+        None, description="Train on pairs built from the start point's own judged answers (ablate.onpolicy.build)."
     )
 
     @model_validator(mode="before")
@@ -261,7 +261,7 @@ class Stage(Strict):
 
 class AdaptiveSeeds(Strict):
     """``seeds: {start: 2, max: 8}``: every setting starts with seeds 0..start-1; after each round only
-    the settings of claims still undecided get one more seed, up to ``max`` (ablate.adaptive)."""
+    the settings of claims still undecided get one more seed, up to ``max`` (ablate.sweep.adaptive)."""
 
     start: int = Field(ge=1, description="Seeds every setting runs in the first round.")
     max: int = Field(ge=1, description="Most seeds of any setting.")

@@ -10,7 +10,7 @@ are the file's entries with
 * every other space held at its default: the method's default hyperparameter (or the shared training
   value) when the space contains it, else the space's first value (a range: its centre).
 
-``ablate.stages`` runs these sweeps one after the other and selects the winners; ``--dry-run`` prints
+``ablate.sweep.staged`` runs these sweeps one after the other and selects the winners; ``--dry-run`` prints
 them with ``bounds`` (a stage that depends on earlier results runs at most that many trials)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ablate import losses, metrics
-from ablate.spec.checks import _check_search, _check_spaces, _metric_problem, scheduler_metric
+from ablate.spec.checks import check_search, check_spaces, metric_problem, scheduler_metric
 from ablate.spec.errors import SpecError, format_validation
 from ablate.spec.expand import expand, grid_points, search_plan
 from ablate.spec.schema import MethodEntry, Space, Stage, SweepSpec, TrainingConfig
@@ -289,15 +289,15 @@ def _check_stage_sweep(path: Path, i: int, spec: SweepSpec) -> None:
     one = stage_spec(spec, i, None)
     context = f"{path}: stages.{i} ({stage.name}, search: {one.search})"
     for j, entry in enumerate(one.methods):
-        _check_spaces(context, one, j, entry)
-    _check_search(context, one)
-    problem = _metric_problem(one, one.metric, during_training=False)
+        check_spaces(context, one, j, entry)
+    check_search(context, one)
+    problem = metric_problem(one, one.metric, during_training=False)
     if problem:
         field = "metric" if stage.metric else "metric (the sweep's)"
         raise SpecError(f"{path}: stages.{i}.{field}: {problem}. Write one of the metrics a trial reports.")
     if one.scheduler.type != "none":
         metric, _ = scheduler_metric(one)
-        problem = _metric_problem(one, metric, during_training=True)
+        problem = metric_problem(one, metric, during_training=True)
         if problem:
             raise SpecError(f"{path}: stages.{i}.scheduler.metric (this stage's scheduler): {problem}.")
 

@@ -125,16 +125,6 @@ def read_record(experiment_path: str | Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def callbacks_for(plan, experiment_path: str) -> list:
-    """The Ray Tune callbacks of the sweep's ``tracking`` section; none (and no tracker imported) when it
-    asks for nothing."""
-    if not plan.spec.tracking.any:
-        return []
-    from ablate.tracking.callbacks import callbacks
-
-    return callbacks(plan, experiment_path)
-
-
 def describe(tracking) -> str:
     """One line for ``--dry-run``: where the sweep's runs will be logged."""
     parts = []
@@ -148,5 +138,5 @@ def describe(tracking) -> str:
     return "Tracking: " + (", ".join(parts) if parts else "none")
 
 
-__all__ = ["RECORD_FILE", "SweepInfo", "callbacks_for", "describe", "files_dir", "flatten", "metrics", "param_text",
+__all__ = ["RECORD_FILE", "SweepInfo", "describe", "files_dir", "flatten", "metrics", "param_text",
            "params", "read_record", "run_name", "step_of", "tags", "write_record"]  # fmt: skip
