@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from ablate import models
+from ablate.data import sources as datasource
 from ablate.data import synthetic
 from ablate.data import tokens as data
 from ablate.trial.runner import run_trial
@@ -48,8 +49,8 @@ FATAL = {
 def test_fatal_rows_raise_a_data_error_naming_line_and_field(tmp_path, case):
     line, where, what = FATAL[case]
     path = write_jsonl(tmp_path / "pairs.jsonl", [*good_rows(), line])
-    with pytest.raises(data.DataError) as err:
-        data.load_splits(cfg(path))
+    with pytest.raises(datasource.DataError) as err:
+        datasource.load_splits(cfg(path))
     assert where in str(err.value) and what in str(err.value) and path in str(err.value)
 
 
@@ -58,8 +59,8 @@ def test_non_utf8_bytes_are_an_error_naming_the_line(tmp_path):
     write_jsonl(path, good_rows()[:3])
     with path.open("ab") as f:
         f.write('{"prompt": "Q: caf\u00e9 A:", "chosen": "w01", "rejected": "w02"}\n'.encode("latin-1"))
-    with pytest.raises(data.DataError, match=r"line 4: not valid UTF-8 \(byte 0xe9.*iconv"):
-        data.load_splits(cfg(str(path)))
+    with pytest.raises(datasource.DataError, match=r"line 4: not valid UTF-8 \(byte 0xe9.*iconv"):
+        datasource.load_splits(cfg(str(path)))
 
 
 def test_empty_and_identical_pairs_are_skipped_and_counted(tmp_path):
@@ -71,15 +72,15 @@ def test_empty_and_identical_pairs_are_skipped_and_counted(tmp_path):
     ]
     path = write_jsonl(tmp_path / "pairs.jsonl", bad + rows)  # all three land in the training part
     counts = {}
-    train, held_out = data.load_splits(cfg(path), counts)
+    train, held_out = datasource.load_splits(cfg(path), counts)
     assert counts == {"skipped_pairs_empty": 2, "skipped_pairs_identical": 1}
     assert len(train) + len(held_out) == 40 and all(r in rows for r in train + held_out)
 
 
 def test_a_file_with_no_usable_pair_is_an_error(tmp_path):
     path = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "same", "rejected": "same"}] * 5)
-    with pytest.raises(data.DataError, match="no usable training pairs"):
-        data.load_splits(cfg(path))
+    with pytest.raises(datasource.DataError, match="no usable training pairs"):
+        datasource.load_splits(cfg(path))
 
 
 def test_long_prompts_and_responses_are_truncated_and_counted():
@@ -202,7 +203,7 @@ def test_a_file_starting_with_a_utf8_byte_order_mark_is_read(tmp_path, capsys, s
     body = "\n".join(map(json.dumps, rows)) if suffix == ".jsonl" else json.dumps(rows)
     path = tmp_path / f"pairs{suffix}"
     path.write_bytes(b"\xef\xbb\xbf" + body.encode())  # as Windows tools and spreadsheet exports write it
-    train, held_out = data.load_splits(cfg(str(path)))
+    train, held_out = datasource.load_splits(cfg(str(path)))
     assert train + held_out == rows  # the mark is not part of the first prompt
     code, out, err = dry_run(sweep_on(tmp_path, str(path)), capsys)
     assert code == 0, err
@@ -213,7 +214,7 @@ def test_a_held_out_file_next_to_the_training_file(tmp_path, capsys):
     rows = good_rows(48)
     train_file = write_jsonl(tmp_path / "pairs-train.jsonl", rows[:40])
     eval_file = write_jsonl(tmp_path / "pairs-test.jsonl", rows[40:])
-    train, held_out = data.load_splits({**cfg(train_file), "eval_source": eval_file})
+    train, held_out = datasource.load_splits({**cfg(train_file), "eval_source": eval_file})
     assert train == rows[:40] and held_out == rows[40:]  # nothing of the training file is held out
     expected = {"train": train_file, "held_out": eval_file, "train_pairs": 40, "held_out_pairs": 8}
     for name, section in {"pair": {"source": {"train": train_file, "eval": eval_file}},
@@ -250,7 +251,7 @@ def save_to_disk(tmp_path, splits: dict[str, list[dict]] | list[dict]) -> str:
 def test_a_save_to_disk_dataset_dict_gives_its_train_and_test_splits(tmp_path, capsys, small_spec, start):
     rows = good_rows(56)
     path = save_to_disk(tmp_path, {"train": rows[:48], "test": rows[48:]})
-    train, held_out = data.load_splits(cfg(path))
+    train, held_out = datasource.load_splits(cfg(path))
     assert train == rows[:48] and held_out == rows[48:]
     sweep = sweep_on(tmp_path, path)
     code, out, err = dry_run(sweep, capsys)
@@ -273,7 +274,7 @@ def test_a_save_to_disk_directory_without_the_eval_split_exits_2_listing_its_spl
 def test_a_single_saved_dataset_holds_out_its_last_tenth(tmp_path, capsys):
     rows = good_rows(40)
     path = save_to_disk(tmp_path, rows)
-    train, held_out = data.load_splits(cfg(path))
+    train, held_out = datasource.load_splits(cfg(path))
     assert train == rows[:36] and held_out == rows[36:]
     code, out, _ = dry_run(sweep_on(tmp_path, path), capsys)
     assert code == 0 and f"held out: the last tenth of {path} (4 pairs)" in out

@@ -3,6 +3,7 @@ import json
 import torch
 
 from ablate import models
+from ablate.data import sources as datasource
 from ablate.data import tokens as data
 from ablate.data.tokens import IGNORE_INDEX
 
@@ -62,13 +63,13 @@ def test_local_jsonl_file_loads_and_missing_fields_are_named(tmp_path):
     good.write_text(
         "\n".join(json.dumps({"prompt": f"p{i}", "chosen": "a", "rejected": "b"}) for i in range(20))
     )
-    train, held_out = data.load_splits({"source": str(good), "fields": ["prompt", "chosen", "rejected"]})
+    train, held_out = datasource.load_splits({"source": str(good), "fields": ["prompt", "chosen", "rejected"]})
     assert len(train) == 18 and len(held_out) == 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "p", "chosen": "a", "rejected": "b"}\n')
     try:
-        data.load_splits({"source": str(bad), "fields": ["prompt", "chosen", "rejected"]})
-    except data.DataError as e:
+        datasource.load_splits({"source": str(bad), "fields": ["prompt", "chosen", "rejected"]})
+    except datasource.DataError as e:
         assert "prompt" in str(e) and "question" in str(e)
     else:
         raise AssertionError("a file without a prompt field must be refused")
