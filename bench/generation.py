@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
+import tempfile
 from pathlib import Path
 
 import torch
@@ -113,6 +116,96 @@ def run(quick: bool = False, n_prompts: int = 128, sweep: str | None = None) -> 
     if sweep:
         print(sweep_share(Path(sweep)))
     return {**r, "ratio": ratio}
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation under ZeRO-3: a plain copy gathered once vs the sharded model in lockstep (synced_gpus)
+# --------------------------------------------------------------------------------------------------
+
+WAYS = ("synced", "gathered")
+
+
+def zero3_trial(start: dict, workers: int = 2, lora: dict | None = None, tiny: dict | None = None) -> dict:
+    """A multi-worker ZeRO-3 trial's config on the built-in task (CPU, float32), starting from ``start``."""
+    from ablate import spec as spec_mod
+
+    sweep = {"name": "zero3-generation", "methods": [{"method": "simpo", **({"lora": lora} if lora else {})}],
+             "model": {"tiny": tiny or {}}, "resources": {"workers": workers, "cpus_per_worker": 1},
+             "deepspeed": {"stage": 3}}  # fmt: skip
+    trial = spec_mod.expand(spec_mod.SweepSpec.model_validate(sweep))[0]
+    return {**trial, "start": start}
+
+
+def zero3_generations(trial: dict, prompts: list[list[int]], new_tokens: int, batch: int, reps: int = 1,
+                      lora_noise: float = 0.0) -> dict:  # fmt: skip
+    """Run ``trial``'s workers as processes (gloo, DeepSpeed's CPU accelerator, one thread each), load its
+    start point as a ZeRO-3 model (the LoRA policy with its adapter's B drawn from N(0, lora_noise), or the
+    reference), and generate ``prompts`` greedily both ways, alternating, ``reps`` times. Returns rank 0's
+    record: the way ``generation_way`` picks (``auto``; ``auto_no_room`` with no memory to spare), per way the texts, counts, wall and CPU seconds per rep,
+    and the seconds of one gather of a plain copy."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="ablate-zero3-gen-") as tmp:
+        args = (trial, prompts, new_tokens, batch, reps, lora_noise, port, tmp)
+        mp.start_processes(_zero3_worker, args, nprocs=trial["resources"]["workers"], start_method="spawn")
+        return json.loads((Path(tmp) / "rank0.json").read_text())
+
+
+def _zero3_worker(rank: int, trial: dict, prompts, new_tokens, batch, reps, lora_noise, port, tmp) -> None:
+    world = trial["resources"]["workers"]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), DS_ACCELERATOR="cpu")  # fmt: skip
+    import torch.distributed as dist
+
+    from ablate import dsconfig, models
+    from ablate.backends.deepspeed import DeepSpeedWorker, plain_copy
+    from ablate.trial_config import parse
+
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    cfg = parse(trial)
+    backend = DeepSpeedWorker(cfg, torch.device("cpu"), Path(tmp) / f"out{rank}")
+    tokenizer = models.load_tokenizer(cfg.start.path)
+    if cfg.lora is not None:
+        import deepspeed
+
+        policy = backend.load_policy(cfg)
+        torch.manual_seed(0)  # the same adapter on every worker
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p.data, std=lora_noise)
+        model = deepspeed.initialize(model=policy, config=dsconfig.reference_config(backend.ds_config))[0].module
+    else:
+        model = backend.load_reference(cfg)
+    from ablate.backends import deepspeed as ds_mod
+
+    tokens = max(map(len, prompts)) + new_tokens
+    out: dict = {"auto": backend.generation_way(model, batch, tokens)}
+    share, ds_mod.GATHER_SHARE = ds_mod.GATHER_SHARE, 0.0  # no memory to spare: the fallback
+    out["auto_no_room"] = backend.generation_way(model, batch, tokens)
+    ds_mod.GATHER_SHARE = share
+    for rep in range(reps):
+        for way in WAYS if rep % 2 == 0 else WAYS[::-1]:
+            dist.barrier()
+            t = now()
+            texts, counts = backend.generate(model, tokenizer, prompts, new_tokens, batch, None, way=way)
+            dist.barrier()
+            wall, cpu = since(t)
+            rec = out.setdefault(way, {"wall": [], "cpu": []})
+            rec.update(texts=texts, counts=counts)
+            rec["wall"].append(wall)
+            rec["cpu"].append(cpu)
+    dist.barrier()
+    t = now()
+    del_me = plain_copy(model, backend.device, backend.lora_setting)
+    out["gather_s"] = since(t)[0]
+    del del_me
+    if rank == 0:
+        (Path(tmp) / "rank0.json").write_text(json.dumps(out))
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> int:
