@@ -398,6 +398,8 @@ def plain_copy(model: torch.nn.Module, device: torch.device, lora_setting: tuple
         plain = type(model)(copy.deepcopy(model.config))
         if lora.has_adapter(model):
             plain = lora.attach(plain, lora_setting[0], lora_setting[1])
+    if getattr(model, "generation_config", None) is not None:  # the checkpoint's defaults (e.g. a repetition penalty)
+        plain.generation_config = copy.deepcopy(model.generation_config)
     sources = dict(model.named_modules())
     copies: dict[int, torch.nn.Parameter] = {}
     for name, dst in plain.named_modules():
