@@ -386,7 +386,7 @@ def settings_table(r: Results, spread: str) -> Table:
     return Table("settings", "All settings", caption, pd.DataFrame(rows), summary)
 
 
-def findings_table(df: pd.DataFrame, metric: str) -> Table | None:
+def findings_table(df: pd.DataFrame, metric: str, mode: str | None = None) -> Table | None:
     """The paper's findings and the sweep file's own claims with verdicts (analysis.findings,
     analysis.verdicts), when the sweep has what they compare."""
     from analysis import adaptive, claims, findings
@@ -395,19 +395,19 @@ def findings_table(df: pd.DataFrame, metric: str) -> Table | None:
     if df.empty or not (findings.applies(df) or own):
         return None
     alpha, note = adaptive.look_alpha(df)
-    data = findings.findings(df, metric, own, alpha)
+    data = findings.findings(df, metric, own, alpha, mode)
     caption = (
-        f"The SimPO paper's findings (and the sweep file's `claims`) on these trials. Each method at its best "
-        f"setting by mean `{metric}` (ties: lower std). " + data.attrs.get("caption", "") + note
+        "The SimPO paper's findings (and the sweep file's `claims`) on these trials, each method at the best "
+        f"setting of the method tables (`{metric}`). " + data.attrs.get("caption", "") + note
     )
     return Table("findings", "The paper's findings", caption, data.astype(str), data)
 
 
-def length_bias_table(df: pd.DataFrame, metric: str) -> Table | None:
+def length_bias_table(df: pd.DataFrame, metric: str, mode: str | None = None) -> Table | None:
     """Each method across the labels' length-bias values (a sweep with data.task_grid)."""
     from analysis import findings
 
-    data = findings.length_bias_table(df, metric) if not df.empty else None
+    data = findings.length_bias_table(df, metric, mode) if not df.empty else None
     if data is None:
         return None
     caption = (
@@ -423,7 +423,7 @@ def build_tables(
     r: Results, spread: str = "std", df: pd.DataFrame | None = None, metric: str = ""
 ) -> list[Table]:
     df = df if df is not None else pd.DataFrame()
-    tables = [findings_table(df, metric), length_bias_table(df, metric), main_table(r, spread), judges_table(r),
+    tables = [findings_table(df, metric, r.mode), length_bias_table(df, metric, r.mode), main_table(r, spread), judges_table(r),
               ablation_table(r, spread), length_table(r, spread), efficiency_table(r, spread),
               agreement_table(r, spread), sensitivity_table(r, spread), importance_table(r),
               settings_table(r, spread)]  # fmt: skip
