@@ -34,7 +34,6 @@ from pathlib import Path
 import pandas as pd
 
 FINISHED = "finished"
-STATUSES = ["finished", "diverged", "errored", "stopped early", "unfinished", "pending", "unreadable", "duplicate"]
 
 # Trial-config keys that do not change what a trial computes, or that differ between the seeds
 # of one setting; everything else (method, hparams, training, data, model, evaluation, resources,
