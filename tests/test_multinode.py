@@ -184,7 +184,7 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(cluster, tmp_p
     address, env, _node = cluster
     proc = subprocess.run(
         [sys.executable, "-m", "ablate.run", str(path), "--address", address],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=load_scaled_s(300),
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=load_scaled_s(900),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 trials finished, 0 errored" in proc.stdout
@@ -235,7 +235,7 @@ def test_on_policy_shards_built_by_ray_tasks_are_the_bytes_of_a_local_build(clus
     address, env, _node = cluster
     on_ray = {**trial, "cache_dir": str(tmp_path / "ray")}
     proc = subprocess.run([sys.executable, "-c", ON_RAY, address, json.dumps(on_ray)], capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=load_scaled_s(300))  # fmt: skip
+                          text=True, cwd=REPO, env=env, timeout=load_scaled_s(900))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     built = Path(proc.stdout.split("built ", 1)[1].strip())
     assert built != local and built.name == local.name
@@ -293,7 +293,7 @@ def test_a_dead_node_s_trial_finishes_on_the_other_node_from_its_checkpoint(clus
             env={**env, "ABLATE_FAULT": hang, "TUNE_GLOBAL_CHECKPOINT_S": "1"},  # rows reach storage each second
         )  # fmt: skip
         try:
-            deadline, at_checkpoint = time.time() + load_scaled_s(300), {}
+            deadline, at_checkpoint = time.time() + load_scaled_s(600), {}
             while time.time() < deadline and len(at_checkpoint) < 2 and driver.poll() is None:
                 at_checkpoint = {
                     name: row for name, rows in trial_rows(sweep_dir).items() for row in rows if row.get("step") == 8
@@ -307,7 +307,7 @@ def test_a_dead_node_s_trial_finishes_on_the_other_node_from_its_checkpoint(clus
             victim = by_ip[NODE_IP][0]
             os.killpg(node.proc.pid, signal.SIGKILL)  # the node dies: raylet, workers and all
             os.kill(by_ip[HEAD_IP][1]["pid"], signal.SIGKILL)  # the head's hanging trial, by its pid
-            driver.wait(timeout=load_scaled_s(400))
+            driver.wait(timeout=load_scaled_s(900))
         finally:
             if driver.poll() is None:
                 driver.kill()
