@@ -1,12 +1,13 @@
 """The sweep file's own claims (``claims:``, checked at load by ablate.spec.claims) as tests for the
 report's findings table: each arm is a method label's best setting (by the report's selection
-rule), or, with ``key=value`` words after the label, its best setting among those that set them."""
+rule, ``ablate.best``), or, with ``key=value`` words after the label, its best setting among those that set them."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from ablate import records
+from ablate.best import best_rows
 from ablate.spec.claims import split_arm
 from analysis import findings as F
 from analysis import stats
@@ -34,17 +35,18 @@ def _matches(column: pd.Series, value: str) -> pd.Series:
         return column.astype(str) == value
 
 
-def arm(done: pd.DataFrame, name: str, metric: str) -> pd.DataFrame:
+def arm(done: pd.DataFrame, name: str, metric: str, mode: str | None = None) -> pd.DataFrame:
     """The trials of arm ``name`` (module doc); empty when no finished trial matches."""
     label, picks = split_arm(name)
     rows = F._label(done, label)
     for key, value in picks.items():
         col = next((c for c in (f"hp_{key}", f"tr_{key}") if c in rows), None)
         rows = rows[_matches(rows[col], value)] if col else rows.iloc[0:0]
-    return F.best_setting(rows, metric, stats.direction(metric)) if metric in rows else rows
+    return best_rows(rows, metric, stats.direction(metric, mode)) if metric in rows else rows
 
 
-def tests(df: pd.DataFrame, claims: list[dict], metric: str, cache: dict | None = None) -> list[V.Test]:
+def tests(df: pd.DataFrame, claims: list[dict], metric: str, cache: dict | None = None,
+          mode: str | None = None) -> list[V.Test]:  # fmt: skip
     """One test per claim; a ``better``/``worse`` claim is read in the metric's direction (lower
     runtime is better)."""
     done = df[df["status"] == "finished"]
@@ -56,6 +58,6 @@ def tests(df: pd.DataFrame, claims: list[dict], metric: str, cache: dict | None 
         higher = stats.direction(col) == "max"
         expect = "=" if kind == "same" else ">" if (kind == "better") == higher else "<"
         text = f"{a_name} {'is the same as' if kind == 'same' else kind + ' than'} {b_name} on {col}"
-        a, b = arm(done, a_name, metric), arm(done, b_name, metric)
+        a, b = arm(done, a_name, metric, mode), arm(done, b_name, metric, mode)
         out.append(F.test(f"claim {i + 1}", text, a, b, col, expect, (a_name, b_name), cache, c.get("margin")))
     return out

@@ -1,11 +1,12 @@
-"""The SimPO paper's findings (simpo-reference.md, "Findings") checked against a sweep.
+"""The SimPO paper's findings (Meng et al. 2024, SimPO; summarised in docs/reports.md) checked against a sweep.
 
 Each claim compares two arms on a metric (analysis.compare) and gets a verdict corrected for the
 report's many claims (analysis.verdicts: supported, contradicted, equivalent, undecided). The former
 rule (95 % t-intervals over seeds: disjoint in the paper's direction *reproduced*, the other way *not
 reproduced*, overlapping *inconclusive*; ``interval``, ``verdict``) is kept next to it for
-bench/verdicts.py. Methods are found by their report label: ``SimPO`` (its best setting under the selection rule), ``SimPO w/o LN``,
-``SimPO gamma=0`` (or SimPO's gamma=0 setting), ``DPO`` (online reference for the cost claims)."""
+bench/verdicts.py. Methods are found by their report label, each at its best setting by the one rule of
+every table (``ablate.best``): ``SimPO``, ``SimPO w/o LN``, ``SimPO gamma=0`` (or SimPO's gamma=0
+setting), ``DPO`` (online reference for the cost claims)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats
 
+from ablate.best import best_rows
 from analysis import verdicts as V
 from analysis.compare import compare
 from analysis.drift import order_drift
-from analysis.stats import t_interval
+from analysis.stats import direction, t_interval
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, MISSING = (
     "reproduced",
@@ -60,15 +62,6 @@ def verdict(a: Interval, b: Interval, expect: str) -> str:
     return REPRODUCED if (above if expect == ">" else below) else NOT_REPRODUCED
 
 
-def best_setting(df: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
-    """The rows of the setting with the best mean ``metric`` (ties: lower std)."""
-    if df.empty:
-        return df
-    g = df.groupby("setting")[metric].agg(["mean", "std"]).fillna(0.0)
-    g = g.sort_values(["mean", "std"], ascending=[mode == "min", True])
-    return df[df["setting"] == g.index[0]]
-
-
 def _label(done: pd.DataFrame, label: str) -> pd.DataFrame:
     # The loader may suffix a label with its reference mode, e.g. "DPO (online ref.)".
     return done[(done["label"] == label) | done["label"].str.startswith(label + " (")]
@@ -98,35 +91,39 @@ def quality_metric(df: pd.DataFrame) -> str:
 
 
 def findings(df: pd.DataFrame, metric: str = "oracle_win_rate", claims: list | None = None,
-             alpha: float = V.ALPHA) -> pd.DataFrame:  # fmt: skip
+             alpha: float = V.ALPHA, mode: str | None = None) -> pd.DataFrame:  # fmt: skip
     """One row per claim (the paper's, then the sweep file's ``claims``): finding, claim, metric,
     what was measured, Δ with its interval, the corrected p-value, the verdict and, for an
     undecided claim, the seeds that would decide it (analysis.verdicts); at family-wise level
-    ``alpha`` (an adaptive-seed sweep's look level: analysis.adaptive.look_alpha)."""
-    tests = paper_tests(df, metric) if applies(df) else []
+    ``alpha`` (an adaptive-seed sweep's look level: analysis.adaptive.look_alpha). Each arm is its
+    method's best setting by ``metric`` in ``mode`` (default: the metric's direction), as in every table."""
+    tests = paper_tests(df, metric, mode=mode) if applies(df) else []
     if claims:
         from analysis import claims as user
 
-        tests += user.tests(df, claims, metric)
+        tests += user.tests(df, claims, metric, mode=mode)
     V.adjust(tests, alpha)
     table = _with_drift(V.table(tests, alpha), df)
     table.attrs["caption"] = V.caption(tests)
     return table
 
 
-def paper_tests(df: pd.DataFrame, metric: str = "oracle_win_rate", cache: dict | None = None) -> list[V.Test]:
+def paper_tests(df: pd.DataFrame, metric: str = "oracle_win_rate", cache: dict | None = None,
+                mode: str | None = None) -> list[V.Test]:  # fmt: skip
     """The paper's findings as tests (not yet corrected: ``analysis.verdicts.adjust``)."""
     cache = {} if cache is None else cache
+    mode = direction(metric, mode)
+
     done = df[df["status"] == "finished"]
     quality = quality_metric(df)
     quality_name = "oracle win rate" if quality == "oracle_win_rate" else f"LC win rate ({quality.split('@', 1)[1]})"
     simpo_all = _label(done, "SimPO")
-    simpo = best_setting(simpo_all, metric)
-    wo_ln = best_setting(_label(done, "SimPO w/o LN"), metric)
+    simpo = best_rows(simpo_all, metric, mode)
+    wo_ln = best_rows(_label(done, "SimPO w/o LN"), metric, mode)
     dpo_all = _label(done, "DPO")
-    dpo = best_setting(dpo_all, metric)
+    dpo = best_rows(dpo_all, metric, mode)
     dpo_online = (
-        best_setting(dpo_all[dpo_all["reference"] == "online"], metric) if "reference" in dpo_all else dpo_all
+        best_rows(dpo_all[dpo_all["reference"] == "online"], metric, mode) if "reference" in dpo_all else dpo_all
     )
     tests: list[V.Test] = []
 
@@ -200,7 +197,8 @@ def gamma_tests(simpo_all: pd.DataFrame, gamma0: pd.DataFrame, quality: str = "o
     out = [acc, _interior_test(by_gamma, quality, quality_name, cache)]
     win = {g: by_gamma[g][quality].mean() if quality in by_gamma[g] else math.nan for g in gammas}
     positive = [g for g in gammas if g > 0]
-    best = max(positive, key=lambda g: win[g])
+    pick = best_rows(simpo_all[simpo_all["hp_gamma"] > 0], quality, "max", key="hp_gamma")  # the one rule
+    best = pick["hp_gamma"].iloc[0] if not pick.empty else positive[0]
     zero = test("2", "gamma=0 is below the best gamma", gamma0, by_gamma[best], quality, "<",
                 ("gamma=0", f"best gamma={best}"), cache)  # fmt: skip
     zero.p = {k: min(1.0, len(positive) * p) for k, p in zero.p.items()}
@@ -244,7 +242,7 @@ def applies(df: pd.DataFrame) -> bool:
     return "SimPO" in labels and bool(labels & {"SimPO w/o LN", "DPO", "DPO (online ref.)"})
 
 
-def length_bias_table(df: pd.DataFrame, metric: str = "oracle_win_rate") -> pd.DataFrame | None:
+def length_bias_table(df: pd.DataFrame, metric: str = "oracle_win_rate", mode: str | None = None) -> pd.DataFrame | None:
     """How each method's ``metric`` (and generation length) moves with the labels' length bias, and
     SimPO's advantage over every other method at each bias (difference of means, Welch 95 % interval).
     None unless the trials span several length-bias values."""
@@ -253,7 +251,7 @@ def length_bias_table(df: pd.DataFrame, metric: str = "oracle_win_rate") -> pd.D
         return None
     rows = []
     for (label, bias), group in done.groupby(["label", "length_bias"], sort=True):
-        best = best_setting(group, metric)  # a method with several settings: its best at this bias
+        best = best_rows(group, metric, direction(metric, mode))  # several settings: its best at this bias
         rows.append({"label": label, "length_bias": bias, metric: str(interval(best[metric])),
                      "gen_length": str(interval(best["gen_length"])), "_values": best[metric].tolist()})  # fmt: skip
     table = pd.DataFrame(rows)

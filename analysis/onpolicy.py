@@ -12,7 +12,8 @@ import pandas as pd
 from scipy import stats as sp_stats
 
 from ablate import records
-from analysis.findings import best_setting, interval
+from ablate.best import best_rows
+from analysis.findings import interval
 from analysis.tables import Table, fmt_number
 
 # The data arms' label suffixes, as ``ablate.spec.expand.data_variants`` writes them (not imported: the
@@ -46,7 +47,7 @@ def comparison_table(df: pd.DataFrame, metric: str, mode: str = "max") -> Table 
     for label, group in done.groupby("label", sort=False):
         base, arm = split_label(str(label))
         if arm is not None:
-            arms.setdefault(base, {})[arm] = best_setting(group, metric, mode)[metric].dropna().astype(float)
+            arms.setdefault(base, {})[arm] = best_rows(group, metric, mode)[metric].dropna().astype(float)
     rows = [{"method": base, f"{metric} off-policy": str(interval(a["off"])),
              f"{metric} on-policy": str(interval(a["on"])), "on − off": difference(a["on"], a["off"])}
             for base, a in arms.items() if {"on", "off"} <= set(a)]  # fmt: skip

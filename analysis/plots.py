@@ -31,17 +31,15 @@ from analysis.tables import header  # noqa: E402
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 8})
 DPI = 120
 MAX_POINTS = 4000  # per scatter panel: beyond this a cloud is ink, and the PNG and HTML grow with the sweep
+# Axis labels: a hyperparameter keeps its sweep file's name (the name its column and tables use too),
+# with what it is in brackets.
 PARAM_LABELS = {
-    "gamma": "γ (target reward margin)",
-    "beta": "β (reward scale)",
-    "gamma_beta_ratio": "γ/β",
-    "learning_rate": "learning rate",
-    "tau": "τ",
-    "alpha": "α (length penalty)",
-    "lambda_": "λ",
-    "delta": "δ",
-    "epochs": "epochs",
-    "batch_size": "batch size (pairs)",
+    "gamma": "gamma (γ, target reward margin)",
+    "beta": "beta (β, reward scale)",
+    "tau": "tau (τ)",
+    "alpha": "alpha (α, length penalty)",
+    "delta": "delta (δ)",
+    "batch_size": "batch_size (pairs)",
 }
 AXIS = {
     "reward_accuracy": "held-out reward accuracy (fraction)",

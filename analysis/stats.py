@@ -18,16 +18,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from ablate import best as best_rule
 from analysis.drift import order_drift
 from analysis.load import FINISHED
 
 SETTING_COLUMNS = ["label", "method", "setting", "reference", "config_key", "task_key"]
 CONFIDENCE = 0.95
-SELECTION_RULE = (
-    "For each method, its best setting is the one with the best mean of `{metric}` over its finished "
-    "seeds ({direction} mean wins); ties go to the lower standard deviation, then to more seeds. "
-    "Settings without a value of `{metric}` are not eligible."
-)
+SELECTION_RULE = best_rule.RULE  # the one best-setting rule (ablate.best)
 # Config columns of a setting's parameters: hyperparameters, training overrides, a LoRA adapter's fields.
 PARAM_PREFIXES = ("hp_", "tr_", "lora_")
 LOWER_IS_BETTER = {"train_loss", "runtime_s", "peak_memory_mb", "trial_s", "peak_memory_growth_mb", "runtime_cpu_s"}
@@ -128,19 +125,8 @@ def best_settings(summary: pd.DataFrame, metric: str, mode: str = "max") -> pd.D
 
 
 def rank_settings(summary: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
-    """Every eligible setting, grouped by label, best first by ``SELECTION_RULE`` (a staged sweep
-    carries the first k of each label to its next stage, ``ablate.sweep.staged``)."""
-    col = f"{metric}_mean"
-    if summary.empty or col not in summary.columns:
-        return summary.iloc[0:0]
-    ok = summary[summary[col].notna()].copy()
-    sign = -1.0 if mode == "max" else 1.0
-    ok["_key"] = sign * ok[col]
-    ok["_std"] = ok[f"{metric}_std"].fillna(math.inf)
-    ok["_seeds"] = -ok["seeds"]
-    ok["_order"] = range(len(ok))
-    ok = ok.sort_values(["label", "_key", "_std", "_seeds", "_order"], kind="stable")
-    return ok.drop(columns=["_key", "_std", "_seeds", "_order"])
+    """Every eligible setting, grouped by label, best first by the one rule (``ablate.best.rank``)."""
+    return best_rule.rank(summary, metric, mode)
 
 
 def order_methods(frame: pd.DataFrame) -> pd.DataFrame:

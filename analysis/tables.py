@@ -2,7 +2,7 @@
 (strings: ``mean ± std`` or ``mean [95 % CI]``) for Markdown/LaTeX/HTML and a numeric frame for CSV.
 
 * ``main``        Table 4: one row per method at its best setting.
-* ``ablation``    Table 5: SimPO, SimPO w/o LN and SimPO with γ = 0 side by side.
+* ``ablation``    Table 5: SimPO, SimPO w/o LN and SimPO with gamma=0 side by side.
 * ``length``      Table 6 / Fig. 4a: generation length and ρ(average log-likelihood, length).
 * ``efficiency``  Fig. 4d: runtime and peak memory, absolute and relative to DPO.
 * ``agreement``   Fig. 4b/4c: reward accuracy, likelihood accuracy and their agreement.
@@ -159,17 +159,21 @@ def _is_true(v) -> bool:
 
 
 def ablation_rows(summary: pd.DataFrame, metric: str, mode: str) -> list[tuple[str, pd.Series | None]]:
-    """The best SimPO setting (length-normalised, γ > 0), the best w/o LN and the best γ = 0
-    setting, found by their hyperparameters (not their labels)."""
+    """The best SimPO setting (length-normalised, gamma > 0), the best w/o LN and the best gamma=0
+    setting, found by their hyperparameters (not their labels); a setting without a recorded gamma
+    ran with SimPO's default (its signature's), not 0."""
     simpo = summary[summary["method"] == "simpo"] if not summary.empty else summary
     if simpo.empty:
         return []
+    from ablate.losses import LOSSES  # the default γ, from SimPO's signature
+
     ln = simpo.get("hp_length_normalize", pd.Series(True, index=simpo.index)).map(_is_true).astype(bool)
-    gamma = simpo.get("hp_gamma", pd.Series(0.0, index=simpo.index)).astype(float)
+    default = LOSSES["simpo"].defaults["gamma"]  # a setting that does not record γ ran with the default
+    gamma = simpo.get("hp_gamma", pd.Series(default, index=simpo.index)).astype(float).fillna(default)
     variants = [
         ("SimPO", simpo[ln & (gamma > 0)]),
         ("w/o LN", simpo[~ln]),
-        ("γ = 0", simpo[ln & (gamma == 0)]),
+        ("gamma=0", simpo[ln & (gamma == 0)]),
     ]
     out = []
     for name, rows in variants:
@@ -198,8 +202,8 @@ def ablation_table(r: Results, spread: str) -> Table | None:
     numeric = _numeric(pd.DataFrame(data), ["variant", "setting", "config_key", "seeds"], ABLATION)
     caption = (
         f"SimPO and its ablations, each at its best setting by `{r.metric}`; {SPREAD_NOTE[spread]}. "
-        "Found by hyperparameters: SimPO = length-normalised with γ > 0, w/o LN = length_normalize false, "
-        "γ = 0 = length-normalised with γ = 0."
+        "Found by hyperparameters: SimPO = length-normalised with gamma > 0, w/o LN = length_normalize false, "
+        "gamma=0 = length-normalised with gamma = 0."
     )
     return Table("ablation", "Ablation (Table 5)", caption, pd.DataFrame(rows).fillna("–"), numeric)
 
@@ -386,7 +390,7 @@ def settings_table(r: Results, spread: str) -> Table:
     return Table("settings", "All settings", caption, pd.DataFrame(rows), summary)
 
 
-def findings_table(df: pd.DataFrame, metric: str) -> Table | None:
+def findings_table(df: pd.DataFrame, metric: str, mode: str | None = None) -> Table | None:
     """The paper's findings and the sweep file's own claims with verdicts (analysis.findings,
     analysis.verdicts), when the sweep has what they compare."""
     from analysis import adaptive, claims, findings
@@ -395,19 +399,19 @@ def findings_table(df: pd.DataFrame, metric: str) -> Table | None:
     if df.empty or not (findings.applies(df) or own):
         return None
     alpha, note = adaptive.look_alpha(df)
-    data = findings.findings(df, metric, own, alpha)
+    data = findings.findings(df, metric, own, alpha, mode)
     caption = (
-        f"The SimPO paper's findings (and the sweep file's `claims`) on these trials. Each method at its best "
-        f"setting by mean `{metric}` (ties: lower std). " + data.attrs.get("caption", "") + note
+        "The SimPO paper's findings (and the sweep file's `claims`) on these trials, each method at the best "
+        f"setting of the method tables (`{metric}`). " + data.attrs.get("caption", "") + note
     )
     return Table("findings", "The paper's findings", caption, data.astype(str), data)
 
 
-def length_bias_table(df: pd.DataFrame, metric: str) -> Table | None:
+def length_bias_table(df: pd.DataFrame, metric: str, mode: str | None = None) -> Table | None:
     """Each method across the labels' length-bias values (a sweep with data.task_grid)."""
     from analysis import findings
 
-    data = findings.length_bias_table(df, metric) if not df.empty else None
+    data = findings.length_bias_table(df, metric, mode) if not df.empty else None
     if data is None:
         return None
     caption = (
@@ -423,7 +427,7 @@ def build_tables(
     r: Results, spread: str = "std", df: pd.DataFrame | None = None, metric: str = ""
 ) -> list[Table]:
     df = df if df is not None else pd.DataFrame()
-    tables = [findings_table(df, metric), length_bias_table(df, metric), main_table(r, spread), judges_table(r),
+    tables = [findings_table(df, metric, r.mode), length_bias_table(df, metric, r.mode), main_table(r, spread), judges_table(r),
               ablation_table(r, spread), length_table(r, spread), efficiency_table(r, spread),
               agreement_table(r, spread), sensitivity_table(r, spread), importance_table(r),
               settings_table(r, spread)]  # fmt: skip

@@ -31,7 +31,7 @@ CLAIMS = [
 
 def write_sweep(tmp_path, cache_dir, **fields):
     sweep = {**SMALL, "name": "adaptive", "storage": str(tmp_path / "results"), "cache_dir": str(cache_dir),
-             "methods": METHODS, "claims": CLAIMS, "seeds": {"start": 2, "max": 3}, "resources": {"cpus": 0.5},
+             "methods": METHODS, "claims": CLAIMS, "seeds": {"start": 2, "max": 3},
              **fields}  # fmt: skip
     path = tmp_path / "adaptive.yaml"
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))

@@ -181,7 +181,28 @@ def test_ablation_rows_are_found_by_hyperparameters(tmp_path):
     assert (
         variants["w/o LN"]["hp_length_normalize"] is False or variants["w/o LN"]["hp_length_normalize"] == 0
     )
-    assert variants["γ = 0"]["hp_gamma"] == 0.0
+    assert variants["gamma=0"]["hp_gamma"] == 0.0
+
+
+def test_a_setting_without_gamma_counts_at_the_default_not_zero():
+    """A SimPO setting that records no gamma ran with the signature's default (1.0 > 0): it is SimPO,
+    not the gamma=0 ablation."""
+    import inspect
+
+    from ablate.losses import simpo_loss
+
+    default = inspect.signature(simpo_loss).parameters["gamma"].default
+    assert default > 0
+    summary = pd.DataFrame([
+        {"label": "SimPO", "method": "simpo", "setting": "beta=2", "config_key": "k1", "seeds": 2,
+         "m_mean": 0.7, "m_std": 0.01},
+        {"label": "SimPO", "method": "simpo", "setting": "beta=2,gamma=0", "config_key": "k2", "seeds": 2,
+         "m_mean": 0.6, "m_std": 0.01, "hp_gamma": 0.0},
+    ])  # fmt: skip
+    variants = dict(tables.ablation_rows(summary, "m", "max"))
+    assert variants["SimPO"]["setting"] == "beta=2" and variants["gamma=0"]["setting"] == "beta=2,gamma=0"
+    variants = dict(tables.ablation_rows(summary.drop(columns="hp_gamma").iloc[:1], "m", "max"))
+    assert variants["SimPO"]["setting"] == "beta=2" and variants["gamma=0"] is None
 
 
 def test_sensitivity_holds_the_other_hyperparameters_at_the_best_setting():

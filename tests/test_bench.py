@@ -71,3 +71,15 @@ def test_drift_benchmark_measures_rho_and_the_slope_per_trial_in_a_worker():
     flat = trend(records(lambda k, i: 700.0 + (1.0 if i % 3 else -2.0)), "peak_memory_mb")
     assert abs(flat["slope"]) < 0.2 and flat["half"] > 0
     assert math.isnan(trend(records(lambda k, i: 700.0), "runtime_s")["mean"])  # not reported
+
+
+def test_paper_estimate_of_evaluation_under_zero3():
+    # Benchmark 8b's arithmetic: 805 prompts on 8 workers in batches of 8, 4,096 tokens each, Llama-3-8B bf16.
+    from bench.generation import GATHER_GBPS, GPU_STEP_S, paper_estimate
+
+    e = paper_estimate(1.0)
+    assert e["params"] == 8_030_261_248 and e["steps"] == 13 * 4096
+    assert e["gather_s"] == pytest.approx(e["params"] * 2 * 7 / 8 / (GATHER_GBPS * 1e9))
+    assert e["gathered_h"] * 3600 == pytest.approx(e["gather_s"] + e["steps"] * GPU_STEP_S)
+    assert e["ratio"] == pytest.approx((GPU_STEP_S + e["gather_s"]) * e["steps"] / (e["gathered_h"] * 3600))
+    assert paper_estimate(2.0)["synced_h"] > e["synced_h"] > e["gathered_h"]

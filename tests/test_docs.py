@@ -195,3 +195,21 @@ def test_readme_is_a_front_page():
     assert images, "the README shows a report"
     for image in images:
         assert (REPO / image).stat().st_size <= IMAGE_MAX_BYTES, f"{image}: keep the repository small"
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/objectives.md"])
+def test_objective_defaults_in_the_docs_are_the_signatures(page):
+    """The objectives tables' "hyperparameters (default)" column says what the objective functions'
+    signatures say (their keyword defaults, the one place defaults are written)."""
+    from ablate.losses import LOSSES
+
+    rows = {}
+    for line in (REPO / page).read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # not an escaped \|
+        name = cells[0].strip("`")
+        if name in LOSSES and len(cells) >= 3:
+            rows[name] = re.findall(r"([a-z_]+)(?: \([^)]*\))? (true|false|-?[\d.]+)\b", cells[2])
+    assert set(rows) == set(LOSSES), f"{page}: the objectives table lists {sorted(rows)}"
+    for method, pairs in rows.items():
+        written = {k: v == "true" if v in ("true", "false") else float(v) for k, v in pairs}
+        assert written == LOSSES[method].defaults, f"{page}: {method}'s defaults"

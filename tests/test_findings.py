@@ -5,6 +5,8 @@ import math
 import pandas as pd
 import pytest
 
+from ablate.best import best_rows
+from analysis import claims, stats, tables
 from analysis import findings as F
 from analysis import verdicts as V
 
@@ -36,8 +38,38 @@ def test_verdict_directions():
 def test_best_setting_uses_mean_then_lower_std():
     df = pd.DataFrame(rows("SimPO", "a", {"m": [0.5, 0.7, 0.6]}) + rows("SimPO", "b", {"m": [0.6, 0.6, 0.6]})
                       + rows("SimPO", "c", {"m": [0.1, 0.2, 0.3]}))  # fmt: skip
-    assert set(F.best_setting(df, "m")["setting"]) == {"b"}  # a and b tie on the mean; b has no spread
-    assert set(F.best_setting(df, "m", mode="min")["setting"]) == {"c"}
+    assert set(best_rows(df, "m")["setting"]) == {"b"}  # a and b tie on the mean; b has no spread
+    assert set(best_rows(df, "m", mode="min")["setting"]) == {"c"}
+
+
+def _disputed() -> pd.DataFrame:
+    """SimPO's "b" (three seeds, no spread) and "a" (one seed, run later) tie on the mean. The former
+    findings rule took a single seed's missing std as 0 and broke the tie by name ("a"); the main table's
+    rule ranks a single seed below any measured spread ("b")."""
+    data = []
+    for label, method, setting, values, extra in [
+        ("SimPO", "simpo", "b", [0.75, 0.75, 0.75], {"hp_gamma": 1.0, "hp_length_normalize": True}),
+        ("SimPO", "simpo", "a", [0.75], {"hp_gamma": 2.0, "hp_length_normalize": True}),
+        ("DPO", "dpo", "beta=0.1", [0.6, 0.61, 0.59], {"reference": "online"}),
+        ("SimPO w/o LN", "simpo", "ln=False", [0.5, 0.52, 0.48], {"hp_gamma": 1.0, "hp_length_normalize": False}),
+    ]:
+        data += rows(label, setting, {"reward_accuracy": values, "oracle_win_rate": 0.5, "gen_length": 4.0,
+                      "reward_likelihood_agreement": 1.0},
+                     seeds=range(len(values)), method=method, config_key=f"{label}/{setting}", sweep="s", **extra)  # fmt: skip
+    return pd.DataFrame(data)
+
+
+def test_the_findings_and_every_table_name_the_same_best_setting():
+    df = _disputed()
+    metric = "reward_accuracy"
+    main = stats.best_settings(stats.seed_summary(df), metric, "max").set_index("label")
+    assert main.loc["SimPO", "setting"] == "b"
+    test = next(t for t in F.paper_tests(df, metric) if t.claim.startswith("SimPO's held-out reward accuracy"))
+    assert set(test.arms[0]["setting"]) == {"b"}  # the findings' SimPO arm is the main table's
+    assert set(claims.arm(df, "SimPO", metric)["setting"]) == {"b"}  # and a sweep file's claim's
+    ablation = dict(tables.ablation_rows(stats.seed_summary(df), metric, "max"))
+    assert ablation["SimPO"]["setting"] == "b"
+    assert set(best_rows(df[df["label"] == "SimPO"], metric)["setting"]) == {"b"}
 
 
 def test_findings_on_a_result_set_shaped_like_the_paper():

@@ -58,7 +58,9 @@ def tensors(data: dict, dtype: torch.dtype = torch.float32, requires_grad: bool 
 
 
 def call(method: str, t: dict, **hparams):
-    return preference_loss(method, t["cw"], t["cl"], t["lw"], t["ll"], t["rcw"], t["rcl"], **hparams)
+    """The loss as a trial computes it: hyperparameters resolved first (as at expansion), then the loss."""
+    resolved = validate_hparams(method, hparams)
+    return preference_loss(method, t["cw"], t["cl"], t["lw"], t["ll"], t["rcw"], t["rcl"], **resolved)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -388,46 +390,57 @@ def test_reference_free_methods_ignore_reference_logps():
 # Registry, defaults and validation
 # --------------------------------------------------------------------------------------------------
 
-EXPECTED_DEFAULTS = {
-    "simpo": {
-        "beta": 2.0,
-        "gamma": 1.0,
-        "gamma_beta_ratio": 0.5,
-        "length_normalize": True,
-        "sft_weight": 0.0,
-    },
-    "dpo": {"beta": 0.1},
-    "ipo": {"tau": 0.1},
-    "cpo": {"beta": 0.1, "sft_weight": 1.0},
-    "kto": {"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0},
-    "orpo": {"or_weight": 0.1},
-    "rdpo": {"beta": 0.1, "alpha": 0.05},
-    "rrhf": {"sft_weight": 1.0},
-    "slic_hf": {"delta": 1.0, "sft_weight": 0.1},
-    "sft": {},
+# The hyperparameters' names; their defaults are written only in the objectives' signatures.
+EXPECTED_NAMES = {
+    "simpo": ["beta", "gamma", "length_normalize", "sft_weight"],
+    "dpo": ["beta"],
+    "ipo": ["tau"],
+    "cpo": ["beta", "sft_weight"],
+    "kto": ["beta", "desirable_weight", "undesirable_weight"],
+    "orpo": ["or_weight"],
+    "rdpo": ["beta", "alpha"],
+    "rrhf": ["sft_weight"],
+    "slic_hf": ["delta", "sft_weight"],
+    "sft": [],
 }
 
 
+def keyword_defaults(fn) -> dict:
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
 def test_registry():
-    assert METHOD_NAMES == tuple(EXPECTED_DEFAULTS)
+    assert METHOD_NAMES == tuple(EXPECTED_NAMES)
     assert {m for m in METHOD_NAMES if needs_reference(m)} == set(REFERENCE_METHODS)
     for method, spec in LOSSES.items():
-        assert spec.defaults == EXPECTED_DEFAULTS[method]
+        assert list(spec.defaults) == EXPECTED_NAMES[method]
         assert spec.reference == needs_reference(method)
         assert spec.doc and "\n" not in spec.doc
         assert spec.fn.__doc__
-        # The function's keyword defaults agree with the registry (gamma_beta_ratio is resolved to gamma).
-        kw = {
-            name: p.default
-            for name, p in inspect.signature(spec.fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
-        }
-        assert kw == {k: v for k, v in spec.defaults.items() if k != "gamma_beta_ratio"}
+        # One place: the registry's defaults are the function's keyword defaults.
+        assert spec.defaults == keyword_defaults(spec.fn)
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
-def test_validate_hparams_returns_defaults(method):
-    assert validate_hparams(method, {}) == EXPECTED_DEFAULTS[method]
+def test_validate_hparams_returns_the_signature_defaults(method):
+    assert validate_hparams(method, {}) == keyword_defaults(LOSSES[method].fn)
+
+
+def test_a_default_changed_in_the_signature_changes_everywhere(monkeypatch):
+    """Change-one-place: a default moved in the objective's signature is the registry's, the
+    resolved trial's and a staged sweep's held value, with nothing else to edit."""
+    from ablate.losses import LossSpec, accepted
+    from ablate.losses import registry as R
+
+    def simpo_margin_3(*args, beta: float = 2.0, gamma: float = 3.0, length_normalize: bool = True,
+                       sft_weight: float = 0.0):  # fmt: skip
+        """SimPO with another default margin."""
+
+    monkeypatch.setitem(R.LOSSES, "simpo", LossSpec(simpo_margin_3, False, "SimPO."))
+    assert R.LOSSES["simpo"].defaults["gamma"] == 3.0
+    assert validate_hparams("simpo", {})["gamma"] == 3.0
+    assert accepted("simpo")["gamma_beta_ratio"] == 1.5
 
 
 def test_validate_hparams_merges_and_resolves_gamma():
@@ -435,12 +448,27 @@ def test_validate_hparams_merges_and_resolves_gamma():
     assert validate_hparams("simpo", {"beta": 2.5, "gamma_beta_ratio": 0.4}) == {
         "beta": 2.5,
         "gamma": 1.0,
-        "gamma_beta_ratio": 0.4,
         "length_normalize": True,
         "sft_weight": 0.0,
-    }
+    }  # one name for the margin from here on: the ratio is resolved into gamma
     resolved = validate_hparams("simpo", {"beta": 4.0, "gamma": 1.0, "length_normalize": False})
-    assert resolved["gamma_beta_ratio"] == 0.25 and resolved["length_normalize"] is False
+    assert "gamma_beta_ratio" not in resolved and resolved["length_normalize"] is False
+
+
+def test_the_loss_does_not_check_its_hyperparameters_again(monkeypatch):
+    """Checked once, at expansion: the loss (every micro-batch) neither calls the check nor repeats it."""
+    from ablate.losses import registry as R
+
+    calls = []
+    monkeypatch.setattr(R, "validate_hparams", lambda *a: calls.append(a) or {})
+    t = tensors(BATCH)
+    resolved = keyword_defaults(LOSSES["simpo"].fn)
+    for _ in range(3):
+        preference_loss("simpo", t["cw"], t["cl"], t["lw"], t["ll"], **resolved)
+    assert calls == []
+    # A value the check refuses (beta <= 0) reaches the objective as it is: no check at this level.
+    losses, _, _ = preference_loss("simpo", t["cw"], t["cl"], t["lw"], t["ll"], **{**resolved, "beta": -1.0})
+    assert torch.isfinite(losses).all()
 
 
 def test_error_message_format():
@@ -480,9 +508,6 @@ def test_invalid_hparams_raise(method, hp, arg):
     with pytest.raises(ValueError) as excinfo:
         validate_hparams(method, hp)
     assert method in str(excinfo.value) and arg in str(excinfo.value)
-    with pytest.raises(ValueError) as excinfo:
-        call(method, tensors(BATCH), **hp)
-    assert method in str(excinfo.value) and arg in str(excinfo.value)
 
 
 def test_unknown_method_lists_known_methods():
@@ -494,7 +519,7 @@ def test_unknown_method_lists_known_methods():
 def test_unknown_hparam_lists_accepted_ones():
     with pytest.raises(ValueError, match="kto") as excinfo:
         validate_hparams("kto", {"gamma": 1.0})
-    assert all(name in str(excinfo.value) for name in EXPECTED_DEFAULTS["kto"])
+    assert all(name in str(excinfo.value) for name in EXPECTED_NAMES["kto"])
 
 
 @pytest.mark.parametrize("missing", ["ref_chosen_logps", "ref_rejected_logps"])

@@ -114,3 +114,17 @@ def test_estimate_parts_follow_zero_stages():
     single = memory_plan.estimate(shape, setup.__class__(**{**setup.__dict__, "workers": 1}))
     assert single.parts["weights"] == 4 * p and single.parts["optimizer"] == 8 * p  # float32 master, AdamW
     assert torch.finfo(torch.bfloat16).bits == 16
+
+
+def test_gathered_copy_needs_the_full_weights_and_the_kv_cache():
+    # What ZeRO-3 evaluation weighs against free memory before gathering a plain copy (a plain model
+    # here: each parameter counted once, the tied embeddings too).
+    from ablate.trial.backends.deepspeed import gathered_bytes
+
+    tok = models.build_builtin_tokenizer()
+    model = models.build_builtin_model(models.TinyModelConfig(), tok, 0)
+    weights = sum(p.numel() for p in model.parameters()) * 4
+    shape = ModelShape.of(model.config.to_dict())
+    assert shape.params * 4 == weights
+    cache = 3 * 40 * shape.layers * 2 * shape.kv * 4 + 3 * shape.vocab * 4
+    assert gathered_bytes(model, batch=3, tokens=40) == weights + cache

@@ -184,7 +184,7 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(cluster, tmp_p
     address, env, _node = cluster
     proc = subprocess.run(
         [sys.executable, "-m", "ablate.run", str(path), "--address", address],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=load_scaled_s(300),
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=load_scaled_s(900),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 trials finished, 0 errored" in proc.stdout
@@ -211,6 +211,38 @@ def test_sweep_spreads_over_two_nodes_and_lands_in_shared_storage(cluster, tmp_p
     )  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
     assert "4 trials: 4 finished" in (tmp_path / "reports" / "multinode" / "report.md").read_text()
+
+
+ON_RAY = """import json, sys
+import ray
+from ablate.onpolicy import build as onpolicy
+from ablate.onpolicy.ray_tasks import ray_shards
+onpolicy.Sampler = None  # this driver cannot build a shard itself: every shard comes from a Ray task
+ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
+path, _ = onpolicy.build(onpolicy.Job.of_trial(json.loads(sys.argv[2])), log=print, shard_map=ray_shards)
+print("built", path)
+"""
+
+
+def test_on_policy_shards_built_by_ray_tasks_are_the_bytes_of_a_local_build(cluster, small_spec, start, tmp_path):
+    """On a cluster (``--address``) an on-policy build's shards are sampled and judged by Ray tasks and
+    streamed back to the driver, which writes them: the same files, byte for byte, as a local build."""
+    from ablate.onpolicy import build as onpolicy
+    from tests.test_onpolicy import trial_for
+
+    trial = trial_for(small_spec, start, tmp_path / "local")
+    local, _ = onpolicy.build(onpolicy.Job.of_trial(trial), log=lambda *_: None)
+    address, env, _node = cluster
+    on_ray = {**trial, "cache_dir": str(tmp_path / "ray")}
+    proc = subprocess.run([sys.executable, "-c", ON_RAY, address, json.dumps(on_ray)], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=load_scaled_s(900))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    built = Path(proc.stdout.split("built ", 1)[1].strip())
+    assert built != local and built.name == local.name
+    shards = sorted(p.name for p in local.parent.glob("shard-*.jsonl"))
+    assert len(shards) == 3 and sorted(p.name for p in built.parent.glob("shard-*.jsonl")) == shards
+    for name in [*shards, local.name]:
+        assert (built.parent / name).read_bytes() == (local.parent / name).read_bytes(), name
 
 
 # --- a node dies mid-trial (runs last: it kills this file's second node) -------------------------
@@ -261,7 +293,7 @@ def test_a_dead_node_s_trial_finishes_on_the_other_node_from_its_checkpoint(clus
             env={**env, "ABLATE_FAULT": hang, "TUNE_GLOBAL_CHECKPOINT_S": "1"},  # rows reach storage each second
         )  # fmt: skip
         try:
-            deadline, at_checkpoint = time.time() + load_scaled_s(300), {}
+            deadline, at_checkpoint = time.time() + load_scaled_s(600), {}
             while time.time() < deadline and len(at_checkpoint) < 2 and driver.poll() is None:
                 at_checkpoint = {
                     name: row for name, rows in trial_rows(sweep_dir).items() for row in rows if row.get("step") == 8
@@ -275,7 +307,7 @@ def test_a_dead_node_s_trial_finishes_on_the_other_node_from_its_checkpoint(clus
             victim = by_ip[NODE_IP][0]
             os.killpg(node.proc.pid, signal.SIGKILL)  # the node dies: raylet, workers and all
             os.kill(by_ip[HEAD_IP][1]["pid"], signal.SIGKILL)  # the head's hanging trial, by its pid
-            driver.wait(timeout=load_scaled_s(400))
+            driver.wait(timeout=load_scaled_s(900))
         finally:
             if driver.poll() is None:
                 driver.kill()

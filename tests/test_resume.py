@@ -103,7 +103,7 @@ def test_sigkill_of_the_driver_then_resume(tmp_path, cache_dir, start):
     driver = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=first_env)
     ray_processes: list[psutil.Process] = []
     try:
-        deadline, done = time.time() + load_scaled_s(300), set()
+        deadline, done = time.time() + load_scaled_s(600), set()
         while time.time() < deadline and driver.poll() is None and len(done) < 2:
             done = terminated_trials(sweep_dir)
             time.sleep(0.5)

@@ -45,6 +45,36 @@ def test_gamma_beta_ratio_resolves_to_gamma(tmp_path):
     assert gammas == pytest.approx([0.5, 1.0])
 
 
+def test_expansion_resolves_hyperparameters_once_with_the_signature_defaults(tmp_path, monkeypatch):
+    """Every trial's ``hparams`` are the objective's keywords: the sweep file's values over the
+    signature's defaults, resolved at expansion (one check per grid point, none later)."""
+    import inspect
+
+    from ablate import losses
+    from ablate.losses import registry
+
+    path = write(tmp_path, """
+        name: r
+        seeds: [0, 1]
+        methods:
+          - method: simpo
+            hparams: {gamma_beta_ratio: {grid: [0.2, 0.4]}}
+          - method: dpo
+    """)  # fmt: skip
+    spec = spec_mod.load_sweep(path)
+    calls = []
+    check = registry.validate_hparams
+    monkeypatch.setattr(losses, "validate_hparams", lambda m, hp: calls.append(m) or check(m, hp))
+    trials = spec_mod.expand(spec)
+    assert calls == ["simpo", "simpo", "dpo"]  # per grid point, not per seed (and never in the loss)
+    sig = {m: {p.name: p.default for p in inspect.signature(losses.LOSSES[m].fn).parameters.values()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY} for m in ("simpo", "dpo")}  # fmt: skip
+    assert [t["hparams"] for t in trials if t["method"] == "dpo"] == [sig["dpo"]] * 2
+    simpo = [t["hparams"] for t in trials if t["method"] == "simpo"]
+    assert all(set(h) == set(sig["simpo"]) for h in simpo)  # `gamma`, never `gamma_beta_ratio`
+    assert sorted({h["gamma"] for h in simpo}) == pytest.approx([0.2 * sig["simpo"]["beta"], 0.4 * sig["simpo"]["beta"]])
+
+
 @pytest.mark.parametrize(
     "body, needles",
     [

@@ -264,7 +264,7 @@ def staged_run(tmp_path_factory, cache_dir, start) -> dict:
             )
 
         try:
-            deadline = time.time() + load_scaled_s(300)
+            deadline = time.time() + load_scaled_s(600)
             while not hung_in_stage_2():
                 assert driver.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
                 ours += [p for p in ours[0].children(recursive=True) if p not in ours]

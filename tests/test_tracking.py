@@ -77,7 +77,7 @@ def ray_session_dirs(pid: int) -> list[Path]:
     return list((Path(tempfile.gettempdir()) / "ray").glob(f"session_*_{pid}"))
 
 
-def cli(args: list[str], env: dict, timeout: float = 400) -> tuple[subprocess.CompletedProcess, int]:
+def cli(args: list[str], env: dict, timeout: float = 900) -> tuple[subprocess.CompletedProcess, int]:
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO, env=env)  # fmt: skip
     out, err = proc.communicate(timeout=load_scaled_s(timeout))
@@ -88,7 +88,7 @@ def cli(args: list[str], env: dict, timeout: float = 400) -> tuple[subprocess.Co
 def tracked(tmp_path_factory, cache_dir, start, mlflow_server) -> dict:
     tmp = tmp_path_factory.mktemp("tracked")
     sweep = {**SMALL, "name": "tracked", "storage": str(tmp / "results"), "cache_dir": str(cache_dir),
-             "methods": [{"method": "simpo"}, {"method": "dpo"}], "seeds": [0, 1], "resources": {"cpus": 0.5},
+             "methods": [{"method": "simpo"}, {"method": "dpo"}], "seeds": [0, 1],
              "tracking": {"mlflow": {"tracking_uri": mlflow_server["url"]},
                           "wandb": {"project": "ablate-tests", "mode": "offline"}, "tensorboard": True}}  # fmt: skip
     path = tmp / "tracked.yaml"

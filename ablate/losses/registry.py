@@ -1,10 +1,17 @@
-"""The registry of objectives: names, hyperparameters with their defaults and checks, dispatch."""
+"""The registry of objectives: names, hyperparameters and their checks, dispatch.
+
+A hyperparameter's default is written once, in its objective function's signature (a keyword-only
+argument, ``ablate.losses.objectives``); ``LossSpec.defaults`` reads it from there. A sweep's
+hyperparameters are checked and resolved once, when the sweep is expanded into trials
+(``ablate.spec.expand`` calls :func:`validate_hparams`); :func:`preference_loss`, called on every
+micro-batch, takes them resolved and does not check them again."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
 
@@ -25,49 +32,43 @@ from ablate.losses.objectives import (
 )
 
 
+def signature_defaults(fn: Callable[..., LossOutput]) -> dict[str, float | bool]:
+    """An objective's hyperparameters and their defaults: its keyword-only arguments."""
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
 @dataclass(frozen=True)
 class LossSpec:
-    """One registered objective: its function, whether it needs π_ref, and its hyperparameters."""
+    """One registered objective: its function, whether it needs π_ref, and its hyperparameters with
+    their defaults (``defaults``, read from the function's signature)."""
 
     fn: Callable[..., LossOutput]
     reference: bool
-    defaults: dict[str, float | bool]
     doc: str
+    defaults: dict[str, float | bool] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defaults", signature_defaults(self.fn))
 
 
 LOSSES: dict[str, LossSpec] = {
     "simpo": LossSpec(
-        simpo_loss,
-        False,
-        {"beta": 2.0, "gamma": 1.0, "gamma_beta_ratio": 0.5, "length_normalize": True, "sft_weight": 0.0},
-        "SimPO: -log σ(β·avg_w - β·avg_l - γ), reference-free, length-normalized reward.",
+        simpo_loss, False, "SimPO: -log σ(β·avg_w - β·avg_l - γ), reference-free, length-normalized reward."
     ),
-    "dpo": LossSpec(dpo_loss, True, {"beta": 0.1}, "DPO: -log σ(β·Δ log-ratio) against π_ref."),
-    "ipo": LossSpec(ipo_loss, True, {"tau": 0.1}, "IPO: (Δ summed log-ratio - 1/(2τ))² against π_ref."),
-    "cpo": LossSpec(
-        cpo_loss, False, {"beta": 0.1, "sft_weight": 1.0}, "CPO: -log σ(β·Δ logp) + λ·NLL_avg(y_w)."
-    ),
-    "kto": LossSpec(
-        kto_loss,
-        True,
-        {"beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0},
-        "KTO: prospect-theoretic sigmoid losses around a batch KL reference point.",
-    ),
-    "orpo": LossSpec(
-        orpo_loss, False, {"or_weight": 0.1}, "ORPO: NLL_avg(y_w) - λ·log σ(Δ log-odds of avg likelihood)."
-    ),
-    "rdpo": LossSpec(
-        rdpo_loss, True, {"beta": 0.1, "alpha": 0.05}, "R-DPO: DPO with a length term α·(|y_w| - |y_l|)."
-    ),
-    "rrhf": LossSpec(rrhf_loss, False, {"sft_weight": 1.0}, "RRHF: max(0, avg_l - avg_w) + λ·NLL_avg(y_w)."),
-    "slic_hf": LossSpec(
-        slic_hf_loss,
-        False,
-        {"delta": 1.0, "sft_weight": 0.1},
-        "SLiC-HF: max(0, δ - logp_w + logp_l) + λ·NLL_avg(y_w).",
-    ),
-    "sft": LossSpec(sft_loss, False, {}, "SFT: token-averaged NLL of the chosen response."),
+    "dpo": LossSpec(dpo_loss, True, "DPO: -log σ(β·Δ log-ratio) against π_ref."),
+    "ipo": LossSpec(ipo_loss, True, "IPO: (Δ summed log-ratio - 1/(2τ))² against π_ref."),
+    "cpo": LossSpec(cpo_loss, False, "CPO: -log σ(β·Δ logp) + λ·NLL_avg(y_w)."),
+    "kto": LossSpec(kto_loss, True, "KTO: prospect-theoretic sigmoid losses around a batch KL reference point."),
+    "orpo": LossSpec(orpo_loss, False, "ORPO: NLL_avg(y_w) - λ·log σ(Δ log-odds of avg likelihood)."),
+    "rdpo": LossSpec(rdpo_loss, True, "R-DPO: DPO with a length term α·(|y_w| - |y_l|)."),
+    "rrhf": LossSpec(rrhf_loss, False, "RRHF: max(0, avg_l - avg_w) + λ·NLL_avg(y_w)."),
+    "slic_hf": LossSpec(slic_hf_loss, False, "SLiC-HF: max(0, δ - logp_w + logp_l) + λ·NLL_avg(y_w)."),
+    "sft": LossSpec(sft_loss, False, "SFT: token-averaged NLL of the chosen response."),
 }
+# Another way a sweep file may write a hyperparameter: SimPO's margin relative to β (the SimPO
+# repository's convention). Resolved into ``gamma`` at expansion; trials and reports know only ``gamma``.
+RATIO, MARGIN = "gamma_beta_ratio", "gamma"
 
 METHOD_NAMES: tuple[str, ...] = tuple(LOSSES)
 
@@ -88,20 +89,30 @@ def needs_reference(method: str) -> bool:
     return _spec(method).reference
 
 
+def accepted(method: str) -> dict[str, float | bool]:
+    """The names a sweep file may give ``method``'s hyperparameters by, with their defaults: the
+    function's keywords, and for SimPO ``gamma_beta_ratio`` (default: the default γ over the default β)."""
+    defaults = dict(_spec(method).defaults)
+    if MARGIN in defaults:
+        defaults[RATIO] = defaults[MARGIN] / defaults["beta"]
+    return defaults
+
+
 def validate_hparams(method: str, hparams: Mapping[str, Any]) -> dict[str, float | bool]:
-    """Check ``hparams`` for ``method`` and return them merged over the method's defaults.
+    """Check ``hparams`` for ``method`` and return them merged over the method's defaults: every
+    keyword of its function, nothing else (what the trial records and the loss receives).
 
     Numbers are returned as ``float``. For SimPO, ``gamma`` (absolute margin) and
-    ``gamma_beta_ratio`` (γ/β, the SimPO repository's convention) are mutually exclusive; the
-    one given determines the other through the (merged) β, and if neither is given the default
-    absolute γ=1.0 is kept. Raises ``ValueError`` naming the method and the argument.
+    ``gamma_beta_ratio`` (γ/β, the SimPO repository's convention) are mutually exclusive; a ratio
+    given is resolved into ``gamma`` through the (merged) β. Raises ``ValueError`` naming the method
+    and the argument.
     """
     spec = _spec(method)
-    unknown = [name for name in hparams if name not in spec.defaults]
+    names = accepted(method)
+    unknown = [name for name in hparams if name not in names]
     if unknown:
-        accepted = ", ".join(spec.defaults) or "none"
         raise ValueError(
-            f"{method}: unknown hyperparameter {unknown[0]!r}; accepted hyperparameters: {accepted}"
+            f"{method}: unknown hyperparameter {unknown[0]!r}; accepted hyperparameters: {', '.join(names) or 'none'}"
         )
     merged: dict[str, float | bool] = dict(spec.defaults)
     for name, value in hparams.items():
@@ -120,16 +131,13 @@ def validate_hparams(method: str, hparams: Mapping[str, Any]) -> dict[str, float
         if name in _NON_NEGATIVE and value < 0:
             raise ValueError(f"{method}: {name} must be >= 0, got {value}")
         merged[name] = value
-    if "gamma_beta_ratio" in merged:
-        if "gamma" in hparams and "gamma_beta_ratio" in hparams:
+    if RATIO in hparams:
+        if MARGIN in hparams:
             raise ValueError(
                 f"{method}: pass either gamma or gamma_beta_ratio, not both "
                 f"(got gamma={hparams['gamma']!r}, gamma_beta_ratio={hparams['gamma_beta_ratio']!r})"
             )
-        if "gamma_beta_ratio" in hparams:
-            merged["gamma"] = merged["gamma_beta_ratio"] * merged["beta"]
-        else:
-            merged["gamma_beta_ratio"] = merged["gamma"] / merged["beta"]
+        merged[MARGIN] = merged.pop(RATIO) * merged["beta"]
     return merged
 
 
@@ -151,19 +159,19 @@ def preference_loss(
         chosen_lengths, rejected_lengths: [B] response token counts (int or float).
         ref_chosen_logps, ref_rejected_logps: [B] the same for π_ref; required when
             :func:`needs_reference` is true, ignored otherwise.
-        **hparams: the method's hyperparameters by their paper names (see ``LOSSES[m].defaults``).
+        **hparams: the method's hyperparameters by their function's names (``LOSSES[m].defaults``),
+            already checked and resolved by :func:`validate_hparams` (a trial's ``hparams``); not
+            checked again here, on every micro-batch.
 
     Returns:
         ``(losses, chosen_rewards, rejected_rewards)``, float32 tensors of shape [B]; ``losses`` is
         unreduced, the rewards are detached and contain no margin.
 
     Raises:
-        ValueError: unknown method or hyperparameter, invalid value, missing reference log-probs,
-            or mismatched shapes; the message names the method and the argument.
+        ValueError: unknown method, missing reference log-probs, or mismatched shapes; the message
+            names the method and the argument.
     """
     spec = _spec(method)
-    params = validate_hparams(method, hparams)
-    params.pop("gamma_beta_ratio", None)  # resolved into gamma
     tensors = {
         "chosen_logps": chosen_logps,
         "rejected_logps": rejected_logps,
@@ -184,4 +192,4 @@ def preference_loss(
                 f"expected {tuple(chosen_logps.shape)} like chosen_logps"
             )
     refs = (ref_chosen_logps, ref_rejected_logps)
-    return spec.fn(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, *refs, **params)
+    return spec.fn(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, *refs, **hparams)

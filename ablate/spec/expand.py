@@ -106,8 +106,9 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
             for hp, tr, lo in itertools.product(
                 grid_points(entry.hparams), grid_points(entry.training), _lora_points(lora)
             ):
+                # Checked and resolved here, once: defaults from the objective's signature, a ratio
+                # into gamma; the loss takes them as they are (ablate.losses.registry).
                 full_hp = losses.validate_hparams(entry.method, hp)
-                full_hp.pop("gamma_beta_ratio", None)  # resolved into gamma; passing both is an error
                 setting = setting_key(hp, tr, lo)
                 if knobs:
                     setting = knobs if setting == "default" else f"{knobs},{setting}"

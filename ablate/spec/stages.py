@@ -103,7 +103,7 @@ def stage_entry(spec: SweepSpec, stage: Stage, entry: MethodEntry, base: Base | 
         **spec.training.model_dump(),
         **{k: v for k, v in stage.training.items() if not isinstance(v, Space)},
     }
-    defaults = {"hparams": losses.LOSSES[entry.method].defaults, "training": shared}
+    defaults = {"hparams": losses.accepted(entry.method), "training": shared}
     for section, values in zip(SECTIONS, (hparams, training), strict=True):
         for key, value in values.items():
             if isinstance(value, Space) and (section, key) not in search:

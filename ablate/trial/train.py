@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -112,7 +112,6 @@ class TrainResult:
     steps: int = 0
     tokens: int = 0
     seconds: float = 0.0
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -187,7 +186,6 @@ def train(
             checkpoint = settings.checkpoint_every > 0 and step % settings.checkpoint_every == 0
             if step % settings.log_every == 0 or step == total or checkpoint:
                 logged = {**stepper.average(window), "lr": stepper.lr()}
-                result.history.append({"step": step, **logged})
                 window = []
                 if hooks.on_log is not None:
                     hooks.on_log(step, logged)

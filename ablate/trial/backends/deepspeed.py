@@ -18,11 +18,19 @@ The reference model of DPO-family methods is sharded like the policy under ZeRO-
 engine without optimizer) and replicated under stages 0-2; precomputed reference log-probs are
 computed that way once, each worker on its share of the pairs, and cached on disk where
 single-process trials find them too. SimPO and the other reference-free methods load none.
+
+Evaluation's generations under ZeRO-3 (``DeepSpeedWorker.generate``): where the full weights and the
+KV cache fit a device, every worker gathers the weights once, module by module, into a plain copy
+(``plain_copy``) and generates its share of the prompts from it with ``ablate.evaluate.generate`` (the
+on-policy build's generator), then frees it: ``gathered``. Else the workers generate from the sharded
+model in lockstep (``synced_gpus``), which gathers every layer for every new token: ``synced``. The
+way taken is logged and recorded as the trial's ``eval_generation`` (benchmark 8, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import socket
@@ -43,6 +51,10 @@ from ablate.trial.runner import Report, SaveArtifact, run_trial
 from ablate.trial.train import Diverged, LossFn
 
 DRIVER_CPUS = 0.01  # the Tune trial only waits on the TorchTrainer; its workers reserve their own CPUs/GPUs
+GATHERED, SYNCED = "gathered", "synced"  # how a ZeRO-3 trial generates (``eval_generation``)
+# The share of a device's free memory (CPU: of the host's available memory per worker on it) that a
+# gathered copy and its KV cache may take; the rest is headroom for the generation's temporaries.
+GATHER_SHARE = 0.8
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,6 +170,8 @@ class DeepSpeedWorker:
         self._hf_ds = HfDeepSpeedConfig(self.ds_config) if self.zero3 else None
         self.engine: Any = None
         self.saved: Path | None = None
+        self.lora_setting = (cfg.lora, cfg.start.path)  # a gathered copy of a LoRA policy gets its adapter
+        self.eval_generation: str | None = None  # how the policy generated under ZeRO-3 (gathered / synced)
 
     def compute(self) -> contextlib.AbstractContextManager:
         # DeepSpeed casts the model itself; the context only picks the GPU's attention kernels.
@@ -213,20 +227,56 @@ class DeepSpeedWorker:
         return PairLogps(full[0], full[1], full[2], full[3])
 
     def generate(self, model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int,
-                 sampling: dict | None = None):  # fmt: skip
-        """Generations of all prompts, split between the workers (equal shares, as ``pair_logps``);
-        under ZeRO-3 the workers forward in lockstep (``synced_gpus``)."""
+                 sampling: dict | None = None, way: str | None = None):  # fmt: skip
+        """Generations of all prompts, split between the workers (equal shares, as ``pair_logps``).
+        Under ZeRO-3, ``way`` (default: ``generation_way``'s choice) is ``gathered`` (each worker
+        generates from a plain copy of the weights, gathered once) or ``synced`` (from the sharded
+        model, the workers forwarding in lockstep)."""
         import torch.distributed as dist
 
         per = math.ceil(len(prompts) / self.world)
         mine = prompts[self.rank * per : (self.rank + 1) * per]
         n_mine = len(mine)
         mine = mine + [prompts[-1]] * (per - n_mine)
-        texts, counts = generate(model, tokenizer, mine, max_new_tokens, batch_size, self.device, sampling,
-                                 synced_gpus=self.zero3)  # fmt: skip
+        width = max((len(p) for p in prompts), default=0)
+        way = way or (self.generation_way(model, min(batch_size, per), width + max_new_tokens) if self.zero3 else None)
+        if way == GATHERED:
+            plain = plain_copy(model, self.device, self.lora_setting)
+            texts, counts = generate(plain, tokenizer, mine, max_new_tokens, batch_size, self.device, sampling,
+                                     synced_gpus=False)  # fmt: skip
+            del plain
+        else:
+            texts, counts = generate(model, tokenizer, mine, max_new_tokens, batch_size, self.device, sampling,
+                                     synced_gpus=self.zero3)  # fmt: skip
+        if way is not None and self.engine is not None and model is self.engine.module:  # the trained policy
+            self.eval_generation = way
         gathered: list[Any] = [None] * self.world
         dist.all_gather_object(gathered, (texts[:n_mine], counts[:n_mine]))
         return [t for g in gathered for t in g[0]], [c for g in gathered for c in g[1]]
+
+    def generation_way(self, model, batch: int, tokens: int) -> str:
+        """``gathered`` where, on every worker, the full weights and the KV cache of ``batch`` sequences
+        of ``tokens`` fit ``GATHER_SHARE`` of the free memory of its device, else ``synced`` (collective)."""
+        need = gathered_bytes(model, batch, tokens)
+        free = self._free_bytes()
+        way = GATHERED if self.all_true(need <= GATHER_SHARE * free) else SYNCED
+        if self.is_main:
+            print(f"ablate: evaluation generates {way} under ZeRO-3 (a plain copy needs {need / 2**30:.2f} GiB per "
+                  f"worker; {free / 2**30:.1f} GiB free on rank 0's device)", flush=True)  # fmt: skip
+        return way
+
+    def _free_bytes(self) -> float:
+        """Free memory of this worker's device; on CPU the host's available memory over its workers on this host."""
+        import torch.distributed as dist
+
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        import psutil
+
+        hosts: list[Any] = [None] * self.world
+        dist.all_gather_object(hosts, socket.gethostname())
+        return psutil.virtual_memory().available / hosts.count(socket.gethostname())
 
     def reduce(self, values: list[float], op: str = "sum") -> list[float]:
         import torch.distributed as dist
@@ -262,7 +312,7 @@ class DeepSpeedWorker:
     def finish(self, tokenizer) -> dict:
         if self.save_model:
             self.saved = save_policy(self.engine, tokenizer, self.out_dir, self.zero3)
-        return {}
+        return {} if self.eval_generation is None else {"eval_generation": self.eval_generation}
 
 
 class DeepSpeedStepper:
@@ -321,6 +371,53 @@ def _node_ip() -> str:
         return ray.util.get_node_ip_address()
     except Exception:  # outside Ray (e.g. under torchrun)
         return socket.gethostbyname(socket.gethostname())
+
+
+def gathered_bytes(model: torch.nn.Module, batch: int, tokens: int) -> float:
+    """What a plain copy of a ZeRO-3 model needs to generate: its full weights (each parameter's full
+    size, in its dtype) and, for a Llama-style config, the KV cache and last logits of ``batch`` sequences
+    of ``tokens`` (``ablate.onpolicy_memory.generator_bytes``)."""
+    from ablate.memory_plan import ModelShape
+    from ablate.onpolicy_memory import generator_bytes
+
+    params = {id(p): p for p in model.parameters()}.values()
+    weights = sum(int(getattr(p, "ds_numel", p.numel())) * p.element_size() for p in params)
+    try:
+        cache = generator_bytes(ModelShape.of(model.config.to_dict()), batch, tokens, next(iter(params)).element_size())[1]
+    except (AttributeError, KeyError, TypeError):  # not a Llama-style config: the weights alone
+        cache = 0.0
+    return weights + cache
+
+
+def plain_copy(model: torch.nn.Module, device: torch.device, lora_setting: tuple = (None, None)) -> torch.nn.Module:
+    """A plain (not ZeRO) copy of a ZeRO-3 model on this worker, frozen and in eval mode: the same class
+    built on the meta device from its config (with the same adapter, for a LoRA policy), every parameter
+    gathered once, module by module, and cloned in its own dtype (tied ones stay tied), buffers
+    cloned. Collective: every worker must call it."""
+    import deepspeed
+
+    with torch.device("meta"):
+        plain = type(model)(copy.deepcopy(model.config))
+        if lora.has_adapter(model):
+            plain = lora.attach(plain, lora_setting[0], lora_setting[1])
+    if getattr(model, "generation_config", None) is not None:  # the checkpoint's defaults (e.g. a repetition penalty)
+        plain.generation_config = copy.deepcopy(model.generation_config)
+    sources = dict(model.named_modules())
+    copies: dict[int, torch.nn.Parameter] = {}
+    for name, dst in plain.named_modules():
+        src = sources[name]
+        new = [p for p in src._parameters.values() if p is not None and id(p) not in copies]
+        with deepspeed.zero.GatheredParameters(new, modifier_rank=None):  # read-only: no broadcast back
+            for p in new:
+                copies[id(p)] = torch.nn.Parameter(p.data.detach().to(device, copy=True), requires_grad=False)
+        for key, p in src._parameters.items():
+            dst._parameters[key] = None if p is None else copies[id(p)]
+        for key, b in src._buffers.items():
+            dst._buffers[key] = None if b is None else b.detach().to(device, copy=True)
+    left = [n for n, t in [*plain.named_parameters(), *plain.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"plain_copy: not in the ZeRO-3 model: {left[:5]}")
+    return plain.eval()
 
 
 def save_policy(engine, tokenizer, out_dir: Path, zero3: bool) -> Path | None:
