@@ -215,10 +215,10 @@ def test_no_import_cycle_in_ablate():
     )
 
 
-# Left for now (issue 25): a staged sweep's stage winners are the report's best settings
-# (``analysis.stats.rank_settings``, being made the single best-setting rule on another branch), and
-# the adaptive-seeds loop takes the report's verdicts (``analysis.adaptive.DECIDER``). Both move into
-# ablate once that rule has settled; until then they are the only ones, and no other may join them.
+# Left for now (issue 25): a staged sweep reads its stage's trials and their seed summaries with the
+# report's loader (``analysis.load``, ``analysis.stats.seed_summary``; the ranking itself is ablate.best's),
+# and the adaptive-seeds loop takes the report's verdicts (``analysis.adaptive.DECIDER``). Until the loader
+# and the verdict engine move into ablate they are the only ones, and no other may join them.
 BORROWED = {
     ("ablate.sweep.selection", "analysis.load"),
     ("ablate.sweep.selection", "analysis.stats"),
