@@ -32,7 +32,7 @@ ERROR_FILE = "error.txt"  # written by Ray when a trial raises
 FINAL_FILE = "final.json"  # the trial's final metrics, written before it reports them
 HELDOUT_FILE = "heldout.json"  # per-response held-out data (generations), for figures and re-judging
 JUDGMENTS_FILE = "judgments.json"  # judges added after the trial (python -m ablate.judge)
-PROVENANCE_FILE = "provenance.json"  # what the trial ran on (ablate.sweep.provenance)
+PROVENANCE_FILE = "provenance.json"  # what the trial ran on (ablate.provenance)
 
 # A sweep's folder (<storage>/<name>/), beside Ray Tune's own files.
 STAGES_FILE = "stages.json"  # a staged sweep: one Ray Tune experiment per stage below it

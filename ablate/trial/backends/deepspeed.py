@@ -21,7 +21,7 @@ single-process trials find them too. SimPO and the other reference-free methods 
 
 Evaluation's generations under ZeRO-3 (``DeepSpeedWorker.generate``): where the full weights and the
 KV cache fit a device, every worker gathers the weights once, module by module, into a plain copy
-(``plain_copy``) and generates its share of the prompts from it with ``ablate.evaluate.generate`` (the
+(``plain_copy``) and generates its share of the prompts from it with ``ablate.trial.evaluate.generate`` (the
 on-policy build's generator), then frees it: ``gathered``. Else the workers generate from the sharded
 model in lockstep (``synced_gpus``), which gathers every layer for every new token: ``synced``. The
 way taken is logged and recorded as the trial's ``eval_generation`` (benchmark 8, docs/benchmarks.md).
@@ -376,9 +376,9 @@ def _node_ip() -> str:
 def gathered_bytes(model: torch.nn.Module, batch: int, tokens: int) -> float:
     """What a plain copy of a ZeRO-3 model needs to generate: its full weights (each parameter's full
     size, in its dtype) and, for a Llama-style config, the KV cache and last logits of ``batch`` sequences
-    of ``tokens`` (``ablate.onpolicy_memory.generator_bytes``)."""
-    from ablate.memory_plan import ModelShape
-    from ablate.onpolicy_memory import generator_bytes
+    of ``tokens`` (``ablate.onpolicy.fit.generator_bytes``)."""
+    from ablate.onpolicy.fit import generator_bytes
+    from ablate.sweep.memory_plan import ModelShape
 
     params = {id(p): p for p in model.parameters()}.values()
     weights = sum(int(getattr(p, "ds_numel", p.numel())) * p.element_size() for p in params)
