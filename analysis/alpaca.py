@@ -22,7 +22,7 @@ import pandas as pd
 
 from ablate.judging import winrate
 from ablate.judging.generations import find_baseline
-from analysis.load import FINISHED, load_heldout
+from ablate.readout.loader import FINISHED, load_heldout
 from analysis.provenance import export_record
 
 REFERENCE_GENERATOR = "start point (SFT)"

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from analysis.load import is_sweep_dir, load_sweep
+from ablate.readout.loader import is_sweep_dir, load_sweep
 from analysis.provenance import differences, facts, shown, trial_facts
 
 EXIT_DIFFERENT, EXIT_BAD_INPUT = 1, 2

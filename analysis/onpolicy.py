@@ -13,7 +13,7 @@ from scipy import stats as sp_stats
 
 from ablate import records
 from ablate.best import best_rows
-from analysis.findings import interval
+from ablate.verdicts.paper_claims import interval
 from analysis.tables import Table, fmt_number
 
 # The data arms' label suffixes, as ``ablate.spec.expand.data_variants`` writes them (not imported: the

@@ -24,6 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ablate.readout import judgments  # noqa: E402
+from ablate.readout.summary import finished  # noqa: E402
 from analysis import stats  # noqa: E402
 from analysis.stats import Results  # noqa: E402
 from analysis.tables import header  # noqa: E402
@@ -291,7 +293,7 @@ def agreement_figure(r: Results, out: Path, spread: str) -> Figure | None:
 
 
 def curves_figure(r: Results, out: Path) -> Figure | None:
-    done = stats.finished(r.trials)
+    done = finished(r.trials)
     series = []
     for _, b in r.best.iterrows():
         hist = [
@@ -327,15 +329,13 @@ def curves_figure(r: Results, out: Path) -> Figure | None:
 def lc_length_figure(r: Results, out: Path) -> Figure | None:
     """LC win rate against generation length per method at its best setting, a panel per judge (the
     paper's length/quality picture); bars: std over seeds on both axes."""
-    from analysis import judged
-
-    judges = [j for j in judged.judge_ids(r.trials) if f"{judged.lc_column(r.trials, j)}_mean" in r.best.columns]
+    judges = [j for j in judgments.judge_ids(r.trials) if f"{judgments.lc_column(r.trials, j)}_mean" in r.best.columns]
     if not judges or "gen_length_mean" not in r.best.columns or r.best.empty:
         return None
     palette = colors(r.best["label"])
     fig, axes = _grid(len(judges), 4.2, 3.6)
     for ax, j in zip(axes, judges, strict=False):
-        col = judged.lc_column(r.trials, j)
+        col = judgments.lc_column(r.trials, j)
         for _, b in r.best.iterrows():
             x, y = b.get("gen_length_mean", math.nan), b.get(f"{col}_mean", math.nan)
             if not (math.isfinite(x) and math.isfinite(y)):

@@ -13,9 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import fetch, judged, onpolicy, plots, staged, stats, tables, writers
+from ablate.readout import fetch
+from ablate.readout import summary as seeds
+from ablate.readout.loader import duplicates_note, find_sweeps, load_trials
+from analysis import judged, onpolicy, plots, staged, stats, tables, writers
 from analysis import provenance as provenance_mod
-from analysis.load import duplicates_note, find_sweeps, load_trials
 
 EXIT_BAD_INPUT = 2
 DEFAULT_METRIC = "reward_accuracy"
@@ -66,8 +68,8 @@ def choose_metric(df, metric: str | None, mode: str | None) -> tuple[str, str, l
     source = "--metric" if metric else "the sweep file's `metric`" if recorded else "the default"
     if mode is None and chosen == recorded:
         mode = _recorded(df, "sweep_mode")
-    notes.append(f"Selection metric `{chosen}` comes from {source}; mode: {stats.direction(chosen, mode)}.")
-    return chosen, stats.direction(chosen, mode), notes
+    notes.append(f"Selection metric `{chosen}` comes from {source}; mode: {seeds.direction(chosen, mode)}.")
+    return chosen, seeds.direction(chosen, mode), notes
 
 
 def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: str = "std",
@@ -87,7 +89,7 @@ def write_report(df, name: str, out_dir: Path, metric: str, mode: str, spread: s
         writers.write_table(t, out_dir)
     figures = plots.build_figures(results, out_dir, spread)
     df.drop(columns=["history"], errors="ignore").to_csv(out_dir / "trials.csv", index=False)
-    empty = sorted(set(df["sweep"]) - set(stats.finished(df)["sweep"]))
+    empty = sorted(set(df["sweep"]) - set(seeds.finished(df)["sweep"]))
     all_notes = list(notes or []) + stage_notes + results.notes + env_notes
     if empty:
         all_notes.append(f"No trial of sweep(s) {', '.join(empty)} finished; they add nothing to the tables.")
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_from(args: argparse.Namespace, sweep_dirs: list[Path], df, judged_cache: dict | None = None) -> int:
     """The report of the loaded trials ``df`` of ``sweep_dirs`` as ``args`` ask; 0, or 2 on bad input."""
-    finished = stats.finished(df) if not df.empty else df
+    finished = seeds.finished(df) if not df.empty else df
     if finished.empty:
         counts = df["status"].value_counts().to_dict() if not df.empty else {}
         seen = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no trials"
@@ -139,8 +141,8 @@ def report_from(args: argparse.Namespace, sweep_dirs: list[Path], df, judged_cac
         return EXIT_BAD_INPUT
     analysed = staged.final_stage(df)[0]  # what the tables are drawn from
     metric, mode, notes = choose_metric(analysed, args.metric, args.mode)
-    done = stats.finished(analysed)
-    available = sorted(c for c in stats.metric_columns(done) if done[c].notna().any())
+    done = seeds.finished(analysed)
+    available = sorted(c for c in seeds.metric_columns(done) if done[c].notna().any())
     if metric not in available:
         print(f"error: --metric {metric}: no finished trial reported it. Choose one of: {', '.join(available)}.",
               file=sys.stderr)  # fmt: skip
@@ -153,7 +155,7 @@ def report_from(args: argparse.Namespace, sweep_dirs: list[Path], df, judged_cac
     if args.judgments or args.export:
         from analysis import alpaca
 
-        best = stats.best_settings(stats.seed_summary(analysed), metric, mode)  # a staged sweep: its final stage
+        best = stats.best_settings(seeds.seed_summary(analysed), metric, mode)  # a staged sweep: its final stage
         for judgments in args.judgments:
             try:
                 df, more = alpaca.add_judgments(df, best, Path(judgments))

@@ -1,6 +1,6 @@
 """A staged sweep (``stages:``, run by ``ablate.sweep.staged``) read as one sweep.
 
-``analysis.load`` reads every stage's trials (``stage``, ``stage_index``, ``sweep`` = ``<sweep>/<stage>``).
+``ablate.readout.loader`` reads every stage's trials (``stage``, ``stage_index``, ``sweep`` = ``<sweep>/<stage>``).
 The report's tables come from the final stage (``final_stage``: Table 4 is each method's best setting
 there, over the final stage's seeds), and the ``tuning_path`` table shows, per method, the winner of
 each stage and what it beat, from the selections recorded in the sweep's ``stages.json``."""
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import STAGES_RECORD
+from ablate.readout.loader import STAGES_RECORD
 from analysis.tables import DIGITS, Table, fmt_number
 
 

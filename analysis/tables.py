@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis import drift, stats
+from ablate.readout import drift, judgments
+from analysis import stats
 from analysis.stats import Results
 
 DIGITS = {
@@ -97,11 +98,9 @@ def _numeric(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Dat
 
 def judge_columns(r: Results) -> list[tuple[str, str]]:
     """Table 4's columns per judge: (header, metric): its raw win rate and its LC win rate."""
-    from analysis import judged
-
     cols = []
-    for j in judged.judge_ids(r.trials):
-        cols += [(f"WR {j}", f"win_rate@{j}"), (f"LC {j}", judged.lc_column(r.trials, j))]
+    for j in judgments.judge_ids(r.trials):
+        cols += [(f"WR {j}", f"win_rate@{j}"), (f"LC {j}", judgments.lc_column(r.trials, j))]
     return [(h, m) for h, m in cols if f"{m}_mean" in r.best.columns]
 
 
@@ -391,14 +390,15 @@ def settings_table(r: Results, spread: str) -> Table:
 
 
 def findings_table(df: pd.DataFrame, metric: str, mode: str | None = None) -> Table | None:
-    """The paper's findings and the sweep file's own claims with verdicts (analysis.findings,
-    analysis.verdicts), when the sweep has what they compare."""
-    from analysis import adaptive, claims, findings
+    """The paper's findings and the sweep file's own claims with verdicts (analysis.findings_frame,
+    ablate.verdicts), when the sweep has what they compare."""
+    from ablate.verdicts import decider, paper_claims, sweep_claims
+    from analysis import findings_frame as findings
 
-    own = claims.recorded(df) if not df.empty else []
-    if df.empty or not (findings.applies(df) or own):
+    own = sweep_claims.recorded(df) if not df.empty else []
+    if df.empty or not (paper_claims.applies(df) or own):
         return None
-    alpha, note = adaptive.look_alpha(df)
+    alpha, note = decider.look_alpha(df)
     data = findings.findings(df, metric, own, alpha, mode)
     caption = (
         "The SimPO paper's findings (and the sweep file's `claims`) on these trials, each method at the best "
@@ -409,7 +409,7 @@ def findings_table(df: pd.DataFrame, metric: str, mode: str | None = None) -> Ta
 
 def length_bias_table(df: pd.DataFrame, metric: str, mode: str | None = None) -> Table | None:
     """Each method across the labels' length-bias values (a sweep with data.task_grid)."""
-    from analysis import findings
+    from analysis import findings_frame as findings
 
     data = findings.length_bias_table(df, metric, mode) if not df.empty else None
     if data is None:

@@ -3,10 +3,10 @@
 Every ``--interval`` seconds it looks at the results (a local folder, or a storage URI whose changed
 report files are copied again), and when the set of finished trials has changed it re-renders the
 whole report. What it reads is only what is new: the rows of trials whose files did not change and the
-judgments of finished trials are kept between refreshes (``analysis.load`` and ``analysis.judged``
-caches, keyed by each file's size and modification time); the statistics, tables and figures are drawn
-again from them, since a new trial can move every table (the best setting, the prompt difficulties
-of the length-controlled win rate). Each refresh prints its cost.
+judgments of finished trials are kept between refreshes (``ablate.readout.loader`` and
+``ablate.readout.judgments`` caches, keyed by each file's size and modification time); the statistics, tables
+and figures are drawn again from them, since a new trial can move every table (the best setting, the prompt
+difficulties of the length-controlled win rate). Each refresh prints its cost.
 
 It ends when the sweep does (Ray's experiment state lists every planned trial as TERMINATED or ERROR;
 for a staged sweep, every stage), after a last refresh, or on Ctrl-C, after bringing the report up to
@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from ablate import records
-from analysis import fetch, report
-from analysis.load import FINISHED, experiment_state, find_sweeps, load_trials, stage_names
+from ablate.readout import fetch
+from ablate.readout.loader import FINISHED, experiment_state, find_sweeps, load_trials, stage_names
+from analysis import report
 
 DONE_STATES = {"TERMINATED", "ERROR"}
 

@@ -4,10 +4,10 @@ On real trials of the built-in task (seeds resampled, nothing invented):
 
 * **A/A**: one setting against itself under disjoint seeds (k vs k seeds drawn from its pool), on
   each metric the paper's findings use. A supported or contradicted verdict is false. Rates per
-  metric for the new rule (analysis.compare's studentised interval, Δ's two-sided p < 5 %), the plain
+  metric for the new rule (ablate.verdicts.compare's studentised interval, Δ's two-sided p < 5 %), the plain
   hierarchical bootstrap (its percentile interval excludes 0), and the former rule (disjoint 95 %
   t-intervals); and family-wise: the share of A/A families (all metrics of one draw, corrected
-  together by analysis.verdicts.adjust) with at least one false verdict. Seeds are compared by
+  together by ablate.verdicts.claim_tests.adjust) with at least one false verdict. Seeds are compared by
   Welch's t (what verdicts use) and by the opt-in paired t (B's seeds relabelled as A's).
 * **Power at 2 seeds**: every 2-seed subset of the 5-seed sweep (the same seeds in all arms), the
   paper's findings corrected together as the report does; how often each claim is decided, new rule
@@ -31,12 +31,12 @@ import time
 import numpy as np
 import pandas as pd
 
+from ablate.readout.loader import find_sweeps, load_trials
 from ablate.sweep import sequential as S
-from analysis import compare as C
-from analysis import findings as F
-from analysis import verdicts as V
-from analysis.adaptive import as_look
-from analysis.load import find_sweeps, load_trials
+from ablate.verdicts import claim_tests as V
+from ablate.verdicts import compare as C
+from ablate.verdicts import paper_claims as F
+from ablate.verdicts.decider import as_look
 
 METRICS = ["gen_length", "length_logp_spearman", "oracle_win_rate", "reward_accuracy",
            "reward_likelihood_agreement", "lc_win_rate@builtin:oracle", "runtime_s", "peak_memory_growth_mb"]  # fmt: skip

@@ -109,8 +109,10 @@ def test_dry_run_prints_the_worst_case_and_a_list_still_works(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_an_adaptive_sweep_gives_seeds_only_to_the_undecided_claims_arms(tmp_path, cache_dir, start):
-    from analysis import adaptive, claims, verdicts
-    from analysis.load import find_sweeps, load_trials
+    from ablate.readout.loader import find_sweeps, load_trials
+    from ablate.verdicts import claim_tests as verdicts
+    from ablate.verdicts import decider as adaptive
+    from ablate.verdicts import sweep_claims as claims
 
     path = write_sweep(tmp_path, cache_dir)
     proc = subprocess.run([sys.executable, "-m", "ablate.run", str(path)], capture_output=True, text=True,

@@ -9,8 +9,9 @@ import math
 import pandas as pd
 import pytest
 
+from ablate.readout.loader import config_key, find_sweeps, load_trials
+from ablate.readout.summary import seed_summary, t_interval
 from analysis import report, stats, tables
-from analysis.load import config_key, find_sweeps, load_trials
 from tests.analysis_data import metrics, paper_like_sweep, trial_config, write_experiment_state, write_trial
 
 T_975_2 = 4.302652729911275  # Student-t 97.5 % quantile, 2 degrees of freedom
@@ -32,7 +33,7 @@ def test_seed_mean_std_and_t_interval():
             for s, v in enumerate([0.5, 0.6, 0.7])
         ]
     )
-    row = stats.seed_summary(df).iloc[0]
+    row = seed_summary(df).iloc[0]
     assert row["seeds"] == 3 and row["reward_accuracy_n"] == 3
     assert row["reward_accuracy_mean"] == pytest.approx(0.6)
     assert row["reward_accuracy_std"] == pytest.approx(0.1)  # sample std (ddof=1)
@@ -42,9 +43,9 @@ def test_seed_mean_std_and_t_interval():
 
 
 def test_interval_needs_two_seeds_and_one_seed_shows_the_mean_only():
-    assert all(math.isnan(v) for v in stats.t_interval([0.7]))
+    assert all(math.isnan(v) for v in t_interval([0.7]))
     df = frame([{"label": "A", "setting": "x", "seed": 0, "reward_accuracy": 0.7}])
-    row = stats.seed_summary(df).iloc[0]
+    row = seed_summary(df).iloc[0]
     assert math.isnan(row["reward_accuracy_std"])
     assert tables.fmt_stat(row, "reward_accuracy") == "0.700"
     assert tables.fmt_stat(row, "reward_accuracy", "ci95") == "0.700"
@@ -55,7 +56,7 @@ def test_best_setting_highest_mean_then_lower_std():
     for setting, values in {"wide": [0.6, 0.8], "narrow": [0.69, 0.71], "low": [0.5, 0.5]}.items():
         rows += [{"label": "A", "setting": setting, "seed": s, "m": v} for s, v in enumerate(values)]
     rows += [{"label": "B", "setting": "only", "seed": 0, "m": 0.1, "method": "dpo"}]
-    summary = stats.seed_summary(frame(rows))
+    summary = seed_summary(frame(rows))
     best = stats.best_settings(summary, "m", "max")
     assert dict(zip(best["label"], best["setting"], strict=True)) == {"B": "only", "A": "narrow"}
     assert list(best["label"]) == ["B", "A"]  # paper order: DPO before SimPO
@@ -65,7 +66,7 @@ def test_best_setting_highest_mean_then_lower_std():
 def test_settings_without_the_metric_are_not_eligible():
     df = frame([{"label": "A", "setting": "x", "seed": 0, "m": float("nan")},
                 {"label": "A", "setting": "y", "seed": 0, "m": 0.2}])  # fmt: skip
-    assert list(stats.best_settings(stats.seed_summary(df), "m", "max")["setting"]) == ["y"]
+    assert list(stats.best_settings(seed_summary(df), "m", "max")["setting"]) == ["y"]
 
 
 def test_ratios_to_dpo_online_reference():
@@ -78,7 +79,7 @@ def test_ratios_to_dpo_online_reference():
             {"label": "DPO (online ref.)", "setting": "b", "seed": seed, "method": "dpo", "reference": "online",
              "runtime_s": dpo_t, "peak_memory_mb": 1000.0},
         ]  # fmt: skip
-    summary = stats.seed_summary(frame(rows))
+    summary = seed_summary(frame(rows))
     best = stats.best_settings(summary, "runtime_s", "min")
     base = stats.baseline_row(best)
     assert base["label"] == "DPO (online ref.)"
@@ -107,7 +108,7 @@ def test_settings_and_seeds_are_matched_by_config_across_sweeps(tmp_path):
     write_trial(tmp_path / "second", "001-simpo-s0", other_data, metrics(0.1, 0.5, 5, 8, 900))
     df = load_trials(find_sweeps([tmp_path]))
     assert len(df) == 3
-    summary = stats.seed_summary(df)
+    summary = seed_summary(df)
     assert sorted(summary["seeds"]) == [1, 2]
     merged = summary[summary["seeds"] == 2].iloc[0]
     assert merged["reward_accuracy_mean"] == pytest.approx(0.7) and merged["seed_list"] == "0,1"
@@ -176,7 +177,7 @@ def test_labels_told_apart_by_reference(tmp_path):
 
 def test_ablation_rows_are_found_by_hyperparameters(tmp_path):
     df = load_trials([paper_like_sweep(tmp_path)])
-    variants = dict(tables.ablation_rows(stats.seed_summary(df), "reward_accuracy", "max"))
+    variants = dict(tables.ablation_rows(seed_summary(df), "reward_accuracy", "max"))
     assert variants["SimPO"]["hp_gamma"] == 0.5  # best gamma > 0 by mean reward accuracy
     assert (
         variants["w/o LN"]["hp_length_normalize"] is False or variants["w/o LN"]["hp_length_normalize"] == 0

@@ -3,8 +3,9 @@ trials that do the same work, gets a warning with rho in the efficiency section 
 
 from __future__ import annotations
 
-from analysis import drift, stats
-from analysis.load import load_trials
+from ablate.readout import drift
+from ablate.readout.loader import load_trials
+from analysis import stats
 from analysis.report import write_report
 from tests.analysis_data import metrics, trial_config, write_trial
 
@@ -71,7 +72,7 @@ def test_finding_6_compares_the_trials_own_memory_and_flags_a_drifting_cost(tmp_
     df = load_trials([sweep_with(tmp_path, trending)])
     table = stats.analyze(df, "reward_accuracy", "max")
     assert [d.metric for d in table.drift if d.warns] == ["peak_memory_mb"]
-    from analysis.findings import findings
+    from analysis.findings_frame import findings
 
     six = findings(df, "reward_accuracy").query("finding == '6'").set_index("metric")
     # Memory is compared by each trial's own peak growth: the process peak (which drifts here) is not used.

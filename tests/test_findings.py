@@ -6,9 +6,12 @@ import pandas as pd
 import pytest
 
 from ablate.best import best_rows
-from analysis import claims, stats, tables
-from analysis import findings as F
-from analysis import verdicts as V
+from ablate.readout.summary import seed_summary
+from ablate.verdicts import claim_tests as V
+from ablate.verdicts import paper_claims as F
+from ablate.verdicts import sweep_claims as claims
+from analysis import findings_frame as findings
+from analysis import stats, tables
 
 
 def rows(label, setting, values: dict, seeds=(0, 1, 2), **extra):
@@ -62,12 +65,12 @@ def _disputed() -> pd.DataFrame:
 def test_the_findings_and_every_table_name_the_same_best_setting():
     df = _disputed()
     metric = "reward_accuracy"
-    main = stats.best_settings(stats.seed_summary(df), metric, "max").set_index("label")
+    main = stats.best_settings(seed_summary(df), metric, "max").set_index("label")
     assert main.loc["SimPO", "setting"] == "b"
     test = next(t for t in F.paper_tests(df, metric) if t.claim.startswith("SimPO's held-out reward accuracy"))
     assert set(test.arms[0]["setting"]) == {"b"}  # the findings' SimPO arm is the main table's
     assert set(claims.arm(df, "SimPO", metric)["setting"]) == {"b"}  # and a sweep file's claim's
-    ablation = dict(tables.ablation_rows(stats.seed_summary(df), metric, "max"))
+    ablation = dict(tables.ablation_rows(seed_summary(df), metric, "max"))
     assert ablation["SimPO"]["setting"] == "b"
     assert set(best_rows(df[df["label"] == "SimPO"], metric)["setting"]) == {"b"}
 
@@ -88,7 +91,7 @@ def test_findings_on_a_result_set_shaped_like_the_paper():
     data += rows("DPO", "beta=0.1", {"oracle_win_rate": 0.6, "reward_accuracy": [0.5, 0.51, 0.49], "gen_length": 5.0,
                  "length_logp_spearman": [0.55, 0.56, 0.54], "reward_likelihood_agreement": [0.5, 0.52, 0.48],
                  "runtime_s": [13.0, 13.2, 12.8], "peak_memory_mb": [100.0, 101.0, 99.0]}, reference="online")  # fmt: skip
-    table = F.findings(pd.DataFrame(data))
+    table = findings.findings(pd.DataFrame(data))
     got = dict(zip(table["claim"], table["verdict"], strict=True))
     assert all(v == V.SUPPORTED for v in got.values()), table[["claim", "verdict", "measured"]].to_string()
     assert len(got) == 13
@@ -100,7 +103,7 @@ def test_a_finding_that_goes_the_other_way_is_reported_as_such():
     data += rows(
         "DPO", "b=0.1", {"reward_accuracy": [0.7, 0.71, 0.69], "oracle_win_rate": 0.5}, reference="online"
     )
-    table = F.findings(pd.DataFrame(data)).set_index("claim")
+    table = findings.findings(pd.DataFrame(data)).set_index("claim")
     assert table.loc["SimPO's held-out reward accuracy is higher than DPO's", "verdict"] == V.CONTRADICTED
     assert table.loc["w/o LN generates longer responses than SimPO", "verdict"] == V.MISSING
     assert table.loc["gamma study", "verdict"] == V.MISSING
@@ -113,10 +116,10 @@ def test_length_bias_table_shows_simpo_advantage_per_bias():
                      "gen_length": 4.0}, length_bias=bias)  # fmt: skip
         data += rows("DPO", f"length_bias={bias}", {"oracle_win_rate": [dpo_win, dpo_win + 0.02, dpo_win - 0.02],
                      "gen_length": 6.0}, length_bias=bias)  # fmt: skip
-    table = F.length_bias_table(pd.DataFrame(data))
+    table = findings.length_bias_table(pd.DataFrame(data))
     dpo = table[table["label"] == "DPO"].set_index("length_bias")
     col = "SimPO minus this method (oracle_win_rate)"
     assert dpo.loc[0.0, col].startswith("-0.100") and dpo.loc[2.0, col].startswith("+0.300")
     low, high = (float(x) for x in dpo.loc[2.0, col].split("[")[1].rstrip("]").split(","))
     assert 0 < low < 0.3 < high  # the Welch interval brackets the difference and excludes 0
-    assert F.length_bias_table(pd.DataFrame(data[:6])) is None  # one bias value: no table
+    assert findings.length_bias_table(pd.DataFrame(data[:6])) is None  # one bias value: no table

@@ -216,7 +216,7 @@ def test_judges_table_without_an_oracle_compares_the_judges():
 def test_findings_use_the_first_judges_lc_win_rate_without_an_oracle():
     import pandas as pd
 
-    from analysis.findings import findings
+    from analysis.findings_frame import findings
 
     rows = []
     for label, length, lc in (("SimPO", 3.0, 0.60), ("SimPO w/o LN", 4.0, 0.40)):

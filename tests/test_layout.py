@@ -215,20 +215,8 @@ def test_no_import_cycle_in_ablate():
     )
 
 
-# Left for now (issue 25): a staged sweep reads its stage's trials and their seed summaries with the
-# report's loader (``analysis.load``, ``analysis.stats.seed_summary``; the ranking itself is ablate.best's),
-# and the adaptive-seeds loop takes the report's verdicts (``analysis.adaptive.DECIDER``). Until the loader
-# and the verdict engine move into ablate they are the only ones, and no other may join them.
-BORROWED = {
-    ("ablate.sweep.selection", "analysis.load"),
-    ("ablate.sweep.selection", "analysis.stats"),
-    ("ablate.sweep.selection", "analysis.fetch"),
-    ("ablate.sweep.cli", "analysis.adaptive"),
-}
-
-
 def test_ablate_never_imports_analysis():
-    found = [e for e in upward(import_graph()) if (e.source, e.target) not in BORROWED]
+    found = upward(import_graph())
     assert not found, "ablate imports analysis:\n" + "\n".join(
         f"{e.source}:{e.line} -> {e.target}" for e in found
     )

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ablate.readout.loader import load_trials
 from ablate.sweep.raystart import load_scaled_s
-from analysis.load import load_trials
 from tests.conftest import REPO, SMALL
 from tests.infra import Service, StartFailed, free_port, log_says, start_service
 

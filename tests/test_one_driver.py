@@ -20,7 +20,7 @@ import psutil
 import pytest
 import yaml
 
-from analysis.load import load_trials
+from ablate.readout.loader import load_trials
 from tests.conftest import REPO, SMALL
 from tests.test_resume import stop_leftovers
 

@@ -14,6 +14,7 @@ import yaml
 
 from ablate import provenance
 from ablate.data import synthetic
+from ablate.readout.loader import load_trials
 from ablate.sweep import cli as run
 from ablate.sweep import launch
 from ablate.sweep import plan as plan_mod
@@ -21,7 +22,6 @@ from ablate.trial.config import TrialConfig
 from ablate.trial.runner import run_trial
 from analysis import diff
 from analysis import report as report_mod
-from analysis.load import load_trials
 from analysis.provenance import export_record, section
 from tests.analysis_data import paper_like_sweep
 from tests.conftest import SMALL, make_trial

@@ -1,8 +1,9 @@
 """The report reads Ray Tune's internal experiment state (``experiment_state-*.json``: the status of
-trials that never wrote a folder, and retries) in one function, ``analysis.load.experiment_state``.
+trials that never wrote a folder, and retries) in one function, ``ablate.readout.loader.experiment_state``.
 These tests pin what it reads against the file as Ray's own code writes it (a real ``Trial``'s
 ``get_json_state`` under ``TuneController``'s ``trial_data`` key and file name), so a Ray upgrade that
-changes the format fails here, not in a report; and that nothing else in ``analysis/`` reads it."""
+changes the format fails here, not in a report; and that nothing else that reads a sweep's results
+(``analysis/``, ``ablate/readout/``) reads it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import re
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.experiment.trial import Trial
 
+from ablate.readout.loader import RAY_STATE, experiment_state, is_sweep_dir
 from ablate.records import TRIAL_KEY
-from analysis.load import RAY_STATE, experiment_state, is_sweep_dir
 from tests.conftest import REPO
+
+LOADER = "ablate/readout/loader.py"
 
 
 def ray_trial(trial_id: str, logdir: str | None, status: str, failures: int = 0) -> Trial:
@@ -50,19 +53,19 @@ def test_the_state_file_name_is_rays():
 
 def test_only_experiment_state_reads_rays_files():
     readers = []
-    for path in sorted((REPO / "analysis").rglob("*.py")):
+    for path in sorted(p for folder in ("analysis", "ablate/readout") for p in (REPO / folder).rglob("*.py")):
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if re.search(r"trial_data|experiment_state-|RAY_STATE", line):
                 readers.append(f"{path.relative_to(REPO)}:{number}")
-    load = (REPO / "analysis" / "load.py").read_text(encoding="utf-8")
+    load = (REPO / LOADER).read_text(encoding="utf-8")
     body = load[load.index("def experiment_state("):]
     body = body[: body.index("\ndef ", 1)]
-    inside = {f"analysis/load.py:{load[: load.index(body)].count(chr(10)) + 1 + i}"
+    inside = {f"{LOADER}:{load[: load.index(body)].count(chr(10)) + 1 + i}"
               for i, line in enumerate(body.splitlines()) if re.search(r"trial_data|experiment_state-|RAY_STATE", line)}  # fmt: skip
-    others = [r for r in readers if r not in inside and not r.startswith("analysis/load.py:")]
+    others = [r for r in readers if r not in inside and not r.startswith(f"{LOADER}:")]
     # fetch copies the files (by RAY_STATE) for a report of a sweep behind a URI; it does not read them.
-    assert others == [r for r in others if r.startswith("analysis/fetch.py:")], others
-    outside_fn = [r for r in readers if r.startswith("analysis/load.py:") and r not in inside]
+    assert others == [r for r in others if r.startswith("ablate/readout/fetch.py:")], others
+    outside_fn = [r for r in readers if r.startswith(f"{LOADER}:") and r not in inside]
     assert all(_is_doc_or_constant(load, r) for r in outside_fn), outside_fn
 
 

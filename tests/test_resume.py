@@ -18,8 +18,8 @@ import psutil
 import pytest
 import yaml
 
+from ablate.readout.loader import load_trials
 from ablate.sweep.raystart import load_scaled_s
-from analysis.load import load_trials
 from tests.conftest import REPO, SMALL
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
+from ablate.readout.loader import duplicates_note, load_trials
 from ablate.sweep import lease, sweepdir
 from ablate.sweep.cli import main as run_main
-from analysis.load import duplicates_note, load_trials
 from tests.analysis_data import metrics, trial_config, write_experiment_state, write_trial
 from tests.conftest import REPO
 

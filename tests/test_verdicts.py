@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 
 from ablate import spec as spec_mod
+from ablate.readout.loader import config_key, load_trials
 from ablate.spec import SpecError
 from ablate.trial.evaluate import spearman
-from analysis import compare as C
-from analysis import examples
-from analysis import verdicts as V
-from analysis.load import config_key, load_trials
+from ablate.verdicts import claim_tests as V
+from ablate.verdicts import compare as C
+from ablate.verdicts import examples
 from tests.analysis_data import metrics, trial_config, write_trial
 
 

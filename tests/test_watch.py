@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ablate.readout.loader import load_trials
 from analysis import report, watch
-from analysis.load import load_trials
 from tests.analysis_data import paper_like_sweep, write_experiment_state
 
 ROOT = Path(__file__).resolve().parents[1]

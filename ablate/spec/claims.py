@@ -1,6 +1,6 @@
 """The sweep file's own claims (``claims:``), tested in the report next to the paper's findings
-(analysis.claims, analysis.verdicts) and checked here, before anything launches: every arm names a
-method label of the sweep (optionally with ``key=value`` hyperparameters that pick its settings,
+(ablate.verdicts.sweep_claims, ablate.verdicts.claim_tests) and checked here, before anything launches: every
+arm names a method label of the sweep (optionally with ``key=value`` hyperparameters that pick its settings,
 e.g. ``SimPO gamma=0``), the metric is one the trials report, a margin is not negative.
 
     claims:

@@ -11,10 +11,10 @@ Each round is its own Ray Tune experiment, ``<storage>/<sweep>/round-<r>/``; ``a
 ``<storage>/<sweep>/rounds.json`` records the sweep as launched and each round's plan, verdicts and
 next settings, so ``--resume`` skips finished rounds and continues the current one (Ray Tune's restore).
 
-Verdicts are computed by analysis/ (pandas, the report's statistics), which ablate/ must not import:
-the loop takes them through a ``Decider`` (two plain functions) handed in by the entry point
-(``ablate.run`` passes ``analysis.adaptive.DECIDER``). So this module, the run loop, depends only on
-the look's results as values, and a test or another report can hand in its own decider."""
+Verdicts are computed by ``ablate.verdicts`` (pandas and scipy, the report's statistics, which the
+report shows too): the loop takes them through a ``Decider`` (two plain functions) handed in by the
+entry point (``ablate.sweep.cli`` passes ``ablate.verdicts.decider.DECIDER``). So this module, the run
+loop, depends only on the look's results as values, and a test can hand in its own decider."""
 
 from __future__ import annotations
 

@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         return stages.launch(args, spec, plan)
     if spec.adaptive_seeds:
         from ablate.sweep import adaptive
-        from analysis.adaptive import DECIDER  # the entry point hands analysis's verdicts to the loop
+        from ablate.verdicts.decider import DECIDER  # the entry point hands the verdicts to the loop
 
         return adaptive.launch(args, spec, plan, DECIDER)
     return launch(args, plan)

@@ -1,10 +1,10 @@
 """The winners of one finished stage of a staged sweep (``ablate.sweep.staged``), by the report's rule.
 
-Reads the stage's trials with ``analysis.load`` and ranks each method's settings with the one
-best-setting rule, ``ablate.best.rank`` (best seed mean of the stage's metric; ties go to the lower
-standard deviation, then to more seeds, then to the earlier setting in run order), so a stage's winner
-is the setting the report would call that method's best. Returns plain, JSON-able records: the ranking with
-each setting's mean and 95 % t-interval, the tie that decided the winner if any, and for a method with
+Reads the stage's trials with ``ablate.readout.loader`` (the report's reader too) and ranks each method's
+settings with the one best-setting rule, ``ablate.best.rank`` (best seed mean of the stage's metric; ties go
+to the lower standard deviation, then to more seeds, then to the earlier setting in run order), so a stage's
+winner is the setting the report would call that method's best. Returns plain, JSON-able records: the ranking
+with each setting's mean and 95 % t-interval, the tie that decided the winner if any, and for a method with
 no eligible trial why it stopped."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from ablate import best, records
-from analysis import fetch, stats
-from analysis.load import load_trials
+from ablate.readout import fetch
+from ablate.readout.loader import load_trials
+from ablate.readout.summary import seed_summary
 
 TIE_TOLERANCE = 1e-9  # means this close are a tie (seed means of equal values can differ in the last bit)
 
@@ -27,7 +28,7 @@ def select(stage_path: str | Path, labels: list[str], metric: str, mode: str, st
     the stage's Ray Tune experiment, a local path or a URI."""
     stage_dir = fetch.localize(str(stage_path))  # a local copy of the report's files, for storage behind a URI
     df = load_trials([stage_dir]) if stage_dir.is_dir() else pd.DataFrame(columns=["label", "status"])
-    ranked = best.rank(stats.seed_summary(df, [metric]), metric, mode) if not df.empty else df
+    ranked = best.rank(seed_summary(df, [metric]), metric, mode) if not df.empty else df
     out = []
     for label in labels:
         trials = df[df["label"] == label]

@@ -8,8 +8,8 @@ One rule, used by the sweep's run loop (``ablate.sweep.adaptive``) and by its re
   are at most ``K = max - start + 1`` looks, and the worst case runs every setting at ``max`` seeds.
   One seed per round (not doubling) spends no seed that a claim decided one look earlier did not need.
 * **Level of each look.** Each look corrects the report's claims together (Holm with Shaffer's
-  constraint, ``analysis.verdicts.adjust``) at ``α / K``. By Bonferroni's inequality over the K
-  looks, the chance that any look gives a false verdict is at most K · α/K = α, whatever the
+  constraint, ``ablate.verdicts.claim_tests.adjust``) at ``α / K``. By Bonferroni's inequality over the
+  K looks, the chance that any look gives a false verdict is at most K · α/K = α, whatever the
   dependence between looks (they share seeds): a valid, conservative group-sequential bound, the
   constant split of alpha spending (Lan & DeMets 1983, "Discrete sequential boundaries for clinical
   trials", Biometrika 70: 659-663). Tighter boundaries for the same α exploit the correlation of
@@ -20,15 +20,15 @@ One rule, used by the sweep's run loop (``ablate.sweep.adaptive``) and by its re
 * **Stopping.** A claim decided at a look keeps that verdict (later looks do not reopen it); the
   sweep stops when every claim is decided or no undecided claim's arm is below ``max``.
 
-Pure Python (no pandas): ablate/ must not depend on analysis/; the verdicts a look needs come in as
-plain values from whoever computed them (``ablate.sweep.adaptive``'s ``Decider``)."""
+Pure Python (no pandas): the verdicts a look needs come in as plain values from whoever computed
+them (``ablate.sweep.adaptive``'s ``Decider``; the sweep's is ``ablate.verdicts.decider``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-UNDECIDED, MISSING = "undecided", "not measured"  # analysis.verdicts' verdicts that decide nothing
+UNDECIDED, MISSING = "undecided", "not measured"  # ablate.verdicts.claim_tests' verdicts that decide nothing
 
 
 def looks(start: int, most: int) -> int:

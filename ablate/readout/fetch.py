@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ablate import records
-from analysis.load import RAY_STATE
+from ablate.readout.loader import RAY_STATE
 
 REPORT_FILES = (records.PARAMS_FILE, records.RESULT_FILE, records.ERROR_FILE, records.STAGES_FILE,
                 records.HELDOUT_FILE, records.JUDGMENTS_FILE, records.RUN_ORDER_FILE)  # fmt: skip
@@ -45,7 +45,7 @@ def localize(path: str, into: Path | None = None) -> Path:
         atexit.register(shutil.rmtree, into, ignore_errors=True)
     dest = Path(into) / root.rstrip("/").rsplit("/", 1)[-1]
     for info in infos:
-        wanted = info.base_name in REPORT_FILES or fnmatch.fnmatch(info.base_name, RAY_STATE)  # read by load.experiment_state
+        wanted = info.base_name in REPORT_FILES or fnmatch.fnmatch(info.base_name, RAY_STATE)  # read by loader.experiment_state
         if info.type == fs.FileType.File and wanted:
             target = dest / info.path[len(root) :].lstrip("/")
             if _unchanged(target, info):  # a --watch look copies only what changed since the last

@@ -148,7 +148,7 @@ def work_key(cfg: dict) -> str:
     """Short hash of what decides a trial's cost: the config without the seed, the label, the
     objective's hyperparameters and the training settings that change only values. Trials with one
     work key do the same work, so their costs should not move with the order they ran in
-    (``analysis.drift``)."""
+    (``ablate.readout.drift``)."""
     shown = {k: v for k, v in cfg.items() if k not in NOT_SETTING | {"label", "hparams"}}
     shown["training"] = {k: v for k, v in (cfg.get("training") or {}).items() if k not in VALUE_ONLY_TRAINING}
     text = json.dumps(shown, sort_keys=True, default=json_default)

@@ -1,6 +1,7 @@
 """The verdicts an adaptive-seed sweep looks at after each round (``ablate.sweep.adaptive``): the report's
 claims (the paper's findings where they apply, and the sweep file's ``claims:``), computed as the
-findings table does (analysis.findings, analysis.claims) and corrected together at the look's level."""
+findings table does (ablate.verdicts.paper_claims, ablate.verdicts.sweep_claims) and corrected together
+at the look's level. ``ablate.sweep.cli`` hands ``DECIDER`` to the loop."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 
 from ablate import records
+from ablate.readout import fetch
+from ablate.readout.loader import config_key, find_sweeps, load_trials
 from ablate.sweep import sequential as S
 from ablate.sweep.adaptive import Decider
-from analysis import claims as user
-from analysis import fetch
-from analysis import findings as F
-from analysis import verdicts as V
-from analysis.load import config_key, find_sweeps, load_trials
+from ablate.verdicts import claim_tests as V
+from ablate.verdicts import paper_claims as F
+from ablate.verdicts import sweep_claims as user
 
 
 def as_look(t: V.Test) -> S.ClaimLook:

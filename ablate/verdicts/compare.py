@@ -9,7 +9,7 @@ the paired t, added to the example term, gave up to 10 % false verdicts on one m
 where Welch's stayed at or below 5 %. The pairing that pays is the examples'.
 
 **Examples.** A trial's held-out metrics are means (or statistics) over hundreds of pairs and
-prompts that every arm scores alike (analysis.examples). A bootstrap over examples draws the same
+prompts that every arm scores alike (ablate.verdicts.examples). A bootstrap over examples draws the same
 examples for both arms and every seed and recomputes each trial's metric on every draw (vectorised):
 the variance of Δ over the draws is the example-level variance, paired across arms (Miller, "Adding
 Error Bars to Evals", arXiv 2411.00640: paired differences, clustered by question). The
@@ -29,7 +29,7 @@ or below it. Metrics with one value per trial (runtime, peak memory) have only t
 paired or Welch t. An arm with a single seed leaves the seed variance unknown: no interval.
 
 ``p_difference``, ``p_equivalent`` (two one-sided tests against ±margin, Schuirmann 1987) and
-``p_outside`` give the p-values that analysis.verdicts corrects for the report's many claims;
+``p_outside`` give the p-values that ablate.verdicts.claim_tests corrects for the report's many claims;
 ``seeds_to_decide`` the seeds per arm that would decide a claim at 80 % power (a t approximation
 with the observed variances)."""
 
@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from analysis import examples
+from ablate.verdicts import examples
 
 DRAWS = 500  # bootstrap draws of examples (the variance of Δ to ~6 %)
 RNG_SEED = 20260  # fixed: a report is reproducible

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from analysis.load import FINISHED
+from ablate.readout.loader import FINISHED
 
 COSTS = ["runtime_s", "peak_memory_mb", "peak_memory_growth_mb"]
 MIN_RHO = 0.3  # the benchmark's target: no trend is |rho| < 0.3 (docs/benchmarks.md)

@@ -8,10 +8,10 @@ import pandas as pd
 
 from ablate import records
 from ablate.best import best_rows
+from ablate.readout.summary import direction
 from ablate.spec.claims import split_arm
-from analysis import findings as F
-from analysis import stats
-from analysis import verdicts as V
+from ablate.verdicts import claim_tests as V
+from ablate.verdicts import paper_claims as F
 
 
 def recorded(df: pd.DataFrame) -> list[dict]:
@@ -42,7 +42,7 @@ def arm(done: pd.DataFrame, name: str, metric: str, mode: str | None = None) -> 
     for key, value in picks.items():
         col = next((c for c in (f"hp_{key}", f"tr_{key}") if c in rows), None)
         rows = rows[_matches(rows[col], value)] if col else rows.iloc[0:0]
-    return best_rows(rows, metric, stats.direction(metric, mode)) if metric in rows else rows
+    return best_rows(rows, metric, direction(metric, mode)) if metric in rows else rows
 
 
 def tests(df: pd.DataFrame, claims: list[dict], metric: str, cache: dict | None = None,
@@ -55,7 +55,7 @@ def tests(df: pd.DataFrame, claims: list[dict], metric: str, cache: dict | None 
         kind = next(k for k in ("better", "worse", "same") if c.get(k))
         a_name, b_name = c[kind], c.get("than") or c.get("as")
         col = c["metric"]
-        higher = stats.direction(col) == "max"
+        higher = direction(col) == "max"
         expect = "=" if kind == "same" else ">" if (kind == "better") == higher else "<"
         text = f"{a_name} {'is the same as' if kind == 'same' else kind + ' than'} {b_name} on {col}"
         a, b = arm(done, a_name, metric, mode), arm(done, b_name, metric, mode)

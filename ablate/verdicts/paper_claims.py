@@ -1,12 +1,13 @@
 """The SimPO paper's findings (Meng et al. 2024, SimPO; summarised in docs/reports.md) checked against a sweep.
 
-Each claim compares two arms on a metric (analysis.compare) and gets a verdict corrected for the
-report's many claims (analysis.verdicts: supported, contradicted, equivalent, undecided). The former
-rule (95 % t-intervals over seeds: disjoint in the paper's direction *reproduced*, the other way *not
-reproduced*, overlapping *inconclusive*; ``interval``, ``verdict``) is kept next to it for
-bench/verdicts.py. Methods are found by their report label, each at its best setting by the one rule of
-every table (``ablate.best``): ``SimPO``, ``SimPO w/o LN``, ``SimPO gamma=0`` (or SimPO's gamma=0
-setting), ``DPO`` (online reference for the cost claims)."""
+Each claim compares two arms on a metric (ablate.verdicts.compare) and gets a verdict corrected for the
+report's many claims (ablate.verdicts.claim_tests: supported, contradicted, equivalent, undecided); the
+report's findings table (analysis.findings_frame) and the adaptive-seeds loop (ablate.verdicts.decider) take
+these tests. The former rule (95 % t-intervals over seeds: disjoint in the paper's direction *reproduced*, the
+other way *not reproduced*, overlapping *inconclusive*; ``interval``, ``verdict``) is kept next to it for
+bench/verdicts.py. Methods are found by their report label, each at its best setting by the one rule of every
+table (``ablate.best``): ``SimPO``, ``SimPO w/o LN``, ``SimPO gamma=0`` (or SimPO's gamma=0 setting), ``DPO``
+(online reference for the cost claims)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ import pandas as pd
 from scipy import stats
 
 from ablate.best import best_rows
-from analysis import verdicts as V
-from analysis.compare import compare
-from analysis.drift import order_drift
-from analysis.stats import direction, t_interval
+from ablate.readout import judgments
+from ablate.readout.summary import direction, t_interval
+from ablate.verdicts import claim_tests as V
+from ablate.verdicts.compare import compare
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, MISSING = (
     "reproduced",
@@ -81,36 +82,17 @@ def _gamma0(done: pd.DataFrame) -> pd.DataFrame:
 
 def quality_metric(df: pd.DataFrame) -> str:
     """What generation quality is measured by: the oracle win rate where there is an oracle, else the first
-    judge's length-controlled win rate (analysis.judged)."""
-    from analysis import judged
-
+    judge's length-controlled win rate (ablate.readout.judgments)."""
     if "oracle_win_rate" in df and df["oracle_win_rate"].notna().any():
         return "oracle_win_rate"
-    judges = judged.judge_ids(df)
-    return judged.lc_column(df, judges[0]) if judges else "oracle_win_rate"
+    judges = judgments.judge_ids(df)
+    return judgments.lc_column(df, judges[0]) if judges else "oracle_win_rate"
 
-
-def findings(df: pd.DataFrame, metric: str = "oracle_win_rate", claims: list | None = None,
-             alpha: float = V.ALPHA, mode: str | None = None) -> pd.DataFrame:  # fmt: skip
-    """One row per claim (the paper's, then the sweep file's ``claims``): finding, claim, metric,
-    what was measured, Δ with its interval, the corrected p-value, the verdict and, for an
-    undecided claim, the seeds that would decide it (analysis.verdicts); at family-wise level
-    ``alpha`` (an adaptive-seed sweep's look level: analysis.adaptive.look_alpha). Each arm is its
-    method's best setting by ``metric`` in ``mode`` (default: the metric's direction), as in every table."""
-    tests = paper_tests(df, metric, mode=mode) if applies(df) else []
-    if claims:
-        from analysis import claims as user
-
-        tests += user.tests(df, claims, metric, mode=mode)
-    V.adjust(tests, alpha)
-    table = _with_drift(V.table(tests, alpha), df)
-    table.attrs["caption"] = V.caption(tests)
-    return table
 
 
 def paper_tests(df: pd.DataFrame, metric: str = "oracle_win_rate", cache: dict | None = None,
                 mode: str | None = None) -> list[V.Test]:  # fmt: skip
-    """The paper's findings as tests (not yet corrected: ``analysis.verdicts.adjust``)."""
+    """The paper's findings as tests (not yet corrected: ``ablate.verdicts.claim_tests.adjust``)."""
     cache = {} if cache is None else cache
     mode = direction(metric, mode)
 
@@ -167,19 +149,6 @@ def test(finding: str, text: str, a: pd.DataFrame, b: pd.DataFrame, col: str, ex
     t.old = verdict(ia, ib, expect) if expect != "=" else INCONCLUSIVE
     return t
 
-
-def _with_drift(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
-    """Finding 6's costs with a warning where they move with the order trials started in (analysis.drift)."""
-    if table.empty:
-        return table
-    for d in order_drift(df):
-        if d.warns:
-            at = (table["finding"].astype(str) == "6") & (table["metric"] == d.metric)
-            table.loc[at, "measured"] += (
-                f"; warning: {d.metric} drifts with the start order (ρ = {d.rho:+.2f} among trials that do the same "
-                "work), see Efficiency"
-            )
-    return table
 
 
 def gamma_tests(simpo_all: pd.DataFrame, gamma0: pd.DataFrame, quality: str = "oracle_win_rate",
@@ -240,40 +209,3 @@ def applies(df: pd.DataFrame) -> bool:
     """A findings section needs SimPO and at least one of its comparisons in the sweep."""
     labels = set(df.loc[df["status"] == "finished", "label"].dropna())
     return "SimPO" in labels and bool(labels & {"SimPO w/o LN", "DPO", "DPO (online ref.)"})
-
-
-def length_bias_table(df: pd.DataFrame, metric: str = "oracle_win_rate", mode: str | None = None) -> pd.DataFrame | None:
-    """How each method's ``metric`` (and generation length) moves with the labels' length bias, and
-    SimPO's advantage over every other method at each bias (difference of means, Welch 95 % interval).
-    None unless the trials span several length-bias values."""
-    done = df[df["status"] == "finished"]
-    if "length_bias" not in done or done["length_bias"].nunique() < 2:
-        return None
-    rows = []
-    for (label, bias), group in done.groupby(["label", "length_bias"], sort=True):
-        best = best_rows(group, metric, direction(metric, mode))  # several settings: its best at this bias
-        rows.append({"label": label, "length_bias": bias, metric: str(interval(best[metric])),
-                     "gen_length": str(interval(best["gen_length"])), "_values": best[metric].tolist()})  # fmt: skip
-    table = pd.DataFrame(rows)
-    simpo = table[table["label"] == "SimPO"].set_index("length_bias")["_values"]
-    advantage = []
-    for _, r in table.iterrows():
-        if r["label"] == "SimPO" or r["length_bias"] not in simpo.index:
-            advantage.append("")
-            continue
-        a, b = pd.Series(simpo[r["length_bias"]], dtype=float), pd.Series(r["_values"], dtype=float)
-        diff = a.mean() - b.mean()
-        if len(a) < 2 or len(b) < 2:
-            advantage.append(f"{diff:+.3f}")
-            continue
-        se2 = a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)
-        dof = (
-            se2**2
-            / ((a.var(ddof=1) / len(a)) ** 2 / (len(a) - 1) + (b.var(ddof=1) / len(b)) ** 2 / (len(b) - 1))
-            if se2 > 0
-            else 1
-        )
-        half = stats.t.ppf(0.975, dof) * math.sqrt(se2)
-        advantage.append(f"{diff:+.3f} [{diff - half:+.3f}, {diff + half:+.3f}]")
-    table[f"SimPO minus this method ({metric})"] = advantage
-    return table.drop(columns=["_values"])

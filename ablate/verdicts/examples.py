@@ -1,4 +1,4 @@
-"""Per-example evidence of a trial's metrics, for the verdicts' example-level variance (analysis.compare).
+"""Per-example evidence of a trial's metrics, for the verdicts' example-level variance (ablate.verdicts.compare).
 
 A trial's held-out metrics are means (or, for the length/log-likelihood Spearman, a statistic) over
 examples it records one by one in ``heldout.json``: held-out *pairs* (reward accuracy, margin,
@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ablate.judging import winrate
-from analysis.load import load_heldout
+from ablate.readout import judgments
+from ablate.readout.loader import load_heldout
 
 PAIR, PROMPT = "pair", "prompt"
 # Metrics that are the mean of one value per held-out pair.
@@ -50,9 +51,7 @@ def _prompt_values(record: dict, row: pd.Series, metric: str, cache: dict) -> np
             return np.asarray(gen["oracle_reward"], float)
         return winrate.preferences(gen["oracle_reward"], gen["sft_oracle_reward"])
     if metric.startswith("win_rate@"):
-        from analysis import judged
-
-        got = judged.judged(row, metric.split("@", 1)[1], cache)
+        got = judgments.judged(row, metric.split("@", 1)[1], cache)
         return None if got is None else got[0]
     return None
 

@@ -1,6 +1,6 @@
 """Verdicts on a report's claims (the paper's findings and the sweep file's own ``claims:``).
 
-Each claim compares two arms on one metric (analysis.compare: Δ = mean(A) − mean(B) with a
+Each claim compares two arms on one metric (ablate.verdicts.compare: Δ = mean(A) − mean(B) with a
 studentised interval from seeds and examples) and gets one of four verdicts:
 
 * **supported**: Δ differs from 0 in the claimed direction (for a ``same`` claim: Δ lies within
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.compare import Comparison, seeds_to_decide
+from ablate.verdicts.compare import Comparison, seeds_to_decide
 
 ALPHA = 0.05
 SUPPORTED, CONTRADICTED, EQUIVALENT, UNDECIDED, MISSING = (
