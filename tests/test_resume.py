@@ -74,11 +74,11 @@ def test_sigkill_of_the_driver_then_resume(tmp_path, cache_dir, start):
         "search": "optuna",
         "num_samples": 3,
         "seeds": [0, 1],
-        # One trial at a time, each 192 steps (the grace period lets ASHA stop trials late only).
+        # One trial at a time, each 16 steps (the grace period lets ASHA stop trials late only). Where the
+        # kill lands is set by the hang below, not by the trials' length: longer trials only cost time.
         "max_concurrent": 1,
-        "data": {"task": {**SMALL["data"]["task"], "n_train": 512}},
-        "training": {**SMALL["training"], "epochs": 6},
-        "scheduler": {"type": "asha", "grace_period": 96},
+        "training": {**SMALL["training"], "epochs": 2},
+        "scheduler": {"type": "asha", "grace_period": 8},
         "evaluation": {**SMALL["evaluation"], "every_steps": 4},
     }
     path = tmp_path / "resume.yaml"
@@ -97,9 +97,10 @@ def test_sigkill_of_the_driver_then_resume(tmp_path, cache_dir, start):
     assert expected == 5  # 3 draws of SimPO, DPO once per seed
 
     log = (tmp_path / "first.log").open("w")
-    # The third trial hangs at step 20 until the driver is killed: trials 0 and 1 finish, and the kill
-    # lands while three are still to run, whatever the machine's speed. The resumed run has no fault.
-    first_env = {**env, "ABLATE_FAULT": "index=2,step=20,kind=hang"}
+    # The third trial hangs at step 6 (before ASHA's first rung) until the driver is killed: trials 0 and 1
+    # finish, and the kill lands while three are still to run, whatever the machine's speed. The resumed run
+    # has no fault.
+    first_env = {**env, "ABLATE_FAULT": "index=2,step=6,kind=hang"}
     driver = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=first_env)
     ray_processes: list[psutil.Process] = []
     try:
